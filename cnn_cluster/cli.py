@@ -1,0 +1,129 @@
+"""The ``cnnc`` command: parsing and printing only; the work lives in the modules."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from .errors import CnncError
+
+app = typer.Typer(
+    help="Run CNN architecture sweeps and occlusion analysis on Ray, from a laptop to a cluster.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+_debug = {"on": False}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
+    _debug["on"] = debug
+
+
+def _friendly(fn: Callable) -> Callable:
+    """One line and exit code 2 for user errors; a traceback only with --debug."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CnncError as exc:
+            if _debug["on"]:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+ConfigArg = Annotated[Optional[Path], typer.Argument(help="Sweep YAML (see configs/). Omit with --resume.",
+                                                     show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="FIELD=VALUE",
+                                                     help="Override a config field, e.g. train.lr=0.01 (repeatable).")]
+
+
+@app.command()
+@_friendly
+def submit(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder.")] = None,
+    num_cpus: Annotated[Optional[int], typer.Option(help="CPUs of the embedded local Ray (default: all).")] = None,
+    dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard (127.0.0.1:8265).")] = True,
+    report: Annotated[bool, typer.Option(help="Build the report when the sweep ends.")] = True,
+) -> None:
+    """Train every experiment of CONFIG as a Ray Tune trial with Ray Train workers."""
+    from .config import load_config
+    from .results import open_run
+    from .submit import ensure_not_a_run, new_run_dir, submit as run_submit
+
+    if resume is not None:
+        run = open_run(resume)
+        cfg = load_config(run.config, set_ or [])
+    elif config is None:
+        raise CnncError("give a CONFIG file (e.g. configs/demo.yaml) or --resume RUN_DIR")
+    else:
+        cfg = load_config(config, set_ or [])
+        run = new_run_dir(cfg)
+        ensure_not_a_run(run.root)
+    try:
+        outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard)
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; continue with: cnnc submit --resume {run.root}", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"results: {outcome.run.root}  ({outcome.finished} finished, {outcome.failed} failed)")
+    if report and outcome.best:
+        _print_report(outcome.run.root)
+    if outcome.failed and not outcome.best:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+@_friendly
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by cnnc submit.")],
+) -> None:
+    """Print the experiments table and write report/ (tables and figures)."""
+    _print_report(run_dir)
+
+
+def _print_report(run_dir: Path) -> None:
+    from .report import build_report
+    from .results import open_run
+
+    rep = build_report(open_run(run_dir))
+    typer.echo(rep.table)
+    for note in rep.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"report: {rep.files[0].parent}")
+
+
+@app.command()
+@_friendly
+def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")],
+             set_: SetOpt = None) -> None:
+    """Check a config without running it; print the experiments it expands to."""
+    from .config import load_config
+    from .models import shapes
+
+    cfg = load_config(config, set_ or [])
+    size = cfg.data.image_size
+    classes = cfg.data.synthetic.classes if cfg.data.source == "synthetic" else 100
+    for i, exp in enumerate(cfg.resolved_experiments()):
+        try:
+            s = shapes(exp.model, size, classes, exp.train.batch_norm)
+        except CnncError as exc:
+            raise CnncError(f"{config}: experiments.{i} ({exp.name}): {exc}") from None
+        typer.echo(f"{exp.name}: conv {list(exp.model.conv_filters)} fc {list(exp.model.fc_layers)} "
+                   f"pool={'yes' if exp.model.max_pool else 'no'} stride {exp.model.stride} "
+                   f"epochs {exp.train.epochs}: {s.params / 1e6:.2f}M params, {s.flops / 1e6:.0f} MFLOPs/image")
+    typer.echo(f"{config}: ok")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="cnnc")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""YAML -> validated, frozen config objects. The only place YAML is parsed.
+
+A sweep file has the sections ``name``, ``data``, ``train``, ``experiments``,
+``grid``, ``resources``, ``output`` and ``occlusion``. Each experiment entry
+sets the model fields and may override any ``train`` field. Every error names
+the dotted path of the offending field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from .errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(_Strict):
+    classes: int = Field(10, ge=2, le=100)  # mini-ImageNet has 100; 10 trains in minutes
+    images_per_class: int = Field(300, ge=4)  # 3,000 images: the demo's epochs take seconds
+    # A class-specific patch at a fixed place in the background: a planted
+    # context cue, used to check that occlusion catches a model relying on it.
+    context_cue: bool = False
+
+
+class DataConfig(_Strict):
+    source: Literal["synthetic", "miniimagenet", "packed"] = "synthetic"  # synthetic: the built-in set
+    root: Optional[Path] = None  # raw or packed dataset folder; synthetic: cache folder (default ~/.cache/cnnc)
+    format: Literal["auto", "csv", "folders", "pickle", "parquet"] = "auto"  # mini-ImageNet layout
+    image_size: int = Field(84, ge=8, le=512)  # mini-ImageNet's 84x84
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test fractions per class
+    seed: int = 0  # split and synthetic generation
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f <= 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("split fractions must be positive and sum to 1 (e.g. [0.8, 0.1, 0.1])")
+        return v
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)  # the study's experiment 1
+    batch_size: int = Field(128, ge=1)  # per trial, split across its workers
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)  # Adam's default
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    scheduler: Literal["none", "cosine"] = "none"
+    warmup_epochs: int = Field(0, ge=0)  # linear warm-up; keeps batch-norm configs from collapsing
+    augmentation: Literal["none", "flip_crop"] = "none"
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)  # before each hidden FC layer
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    conv_filters: tuple[int, ...] = Field(min_length=1)
+    fc_layers: tuple[int, ...] = ()
+    max_pool: bool = True
+    stride: int = Field(1, ge=1)
+    kernel_size: int = Field(3, ge=1)
+
+    @field_validator("conv_filters", "fc_layers")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(n < 1 for n in v):
+            raise ValueError("every layer width must be >= 1")
+        return v
+
+    @property
+    def conv_layers(self) -> int:
+        return len(self.conv_filters)
+
+
+# One experiment entry: the model fields plus an optional override of every
+# train field. Generated so that a new train field is overridable for free.
+ExperimentSpec = create_model(  # type: ignore[call-overload]
+    "ExperimentSpec",
+    __base__=_Strict,
+    name=(Optional[str], None),
+    **{k: (f.annotation, f) for k, f in ModelConfig.model_fields.items()},
+    **{k: (Optional[f.annotation], None) for k, f in TrainConfig.model_fields.items()},
+)
+_MODEL_KEYS = tuple(ModelConfig.model_fields)
+_TRAIN_KEYS = tuple(TrainConfig.model_fields)
+
+
+class ResourcesConfig(_Strict):
+    workers_per_trial: int = Field(1, ge=1)  # data-parallel ranks of one trial
+    cpus_per_worker: float = Field(1, gt=0)  # also its torch thread count
+    gpus_per_worker: float = Field(0, ge=0)
+    max_concurrent_trials: Optional[int] = Field(None, ge=1)  # default: as many as the cluster fits
+    max_failures: int = Field(2, ge=0)  # worker restarts per trial, from the last checkpoint
+
+
+class OutputConfig(_Strict):
+    root: Path = Path("runs")  # run folders are <root>/<name>-<timestamp>
+    keep_checkpoints: bool = True  # the best checkpoint of each trial
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"root": v} if isinstance(v, (str, Path)) else v
+
+
+class OcclusionConfig(_Strict):
+    count: int = Field(10, ge=1)  # the study analysed ~10 images
+    select: Literal["random", "confident", "per_class"] = "random"
+    misclassified: int = Field(0, ge=0)  # also map these many errors (true and predicted class)
+    window: int = Field(8, ge=1)  # the study's N
+    stride: int = Field(2, ge=1)  # the study's S
+    fill: Literal["mean", "gray", "zero", "blur"] = "mean"  # mean = 0 after normalisation, the study's gray
+    method: Literal["fast", "dense"] = "fast"
+    workers: Optional[int] = Field(None, ge=1)  # default: one per CPU the cluster has, at most 8
+    seed: int = 0
+
+
+class SweepConfig(_Strict):
+    name: str = "sweep"
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    experiments: tuple[ExperimentSpec, ...] = ()  # type: ignore[valid-type]
+    grid: dict[str, list[Any]] = {}
+    resources: ResourcesConfig = ResourcesConfig()
+    output: OutputConfig = OutputConfig()
+    occlusion: Optional[OcclusionConfig] = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("use letters, digits, '.', '_' and '-' only (it names the run folder)")
+        return v
+
+    def resolved_experiments(self) -> list["Experiment"]:
+        return _expand(self)
+
+
+class Experiment(_Strict):
+    """One trial's full recipe: a name, a model and its training settings."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: Path | str | None, overrides: list[str] = ()) -> SweepConfig:
+    """Read, override and validate a sweep file. Raises ConfigError with the field's path."""
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    where = str(path) if path is not None else "config"
+    for item in overrides:
+        _apply_override(raw, item)
+    return validate(raw, where)
+
+
+def validate(raw: dict, where: str = "config") -> SweepConfig:
+    """Turn a plain dict into a SweepConfig, or raise ConfigError naming the field."""
+    try:
+        _check_keys(raw, SweepConfig, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    try:
+        cfg = SweepConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from None
+    try:
+        exps = cfg.resolved_experiments()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not exps:
+        raise ConfigError(f"{where}: experiments: the list is empty; add at least one experiment (or a grid)")
+    return cfg
+
+
+def dump_config(cfg: SweepConfig) -> str:
+    """The resolved config as YAML, loadable again by load_config."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.__class__.__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{pos}: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (name, data, train, ...)")
+    return raw
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    """Apply ``a.b.0.c=value`` (value parsed as YAML) to the raw dict."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected FIELD=VALUE, e.g. train.lr=0.01")
+    dotted, _, text = item.partition("=")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        value = text
+    keys = dotted.strip().split(".")
+    node: Any = raw
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i + 1])}: no such list item (has {len(node)})")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i])} is not a section")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(key), (dict, list)):
+                node[key] = {}
+            node = node[key]
+
+
+def _check_keys(raw: Any, model: type[BaseModel], path: str) -> None:
+    """Reject unknown keys, suggesting the closest valid one (pydantic does not)."""
+    if not isinstance(raw, dict):
+        return
+    fields = model.model_fields
+    for key, value in raw.items():
+        here = f"{path}{key}"
+        if key not in fields:
+            valid = sorted(fields)
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"{here}: unknown key; {hint}valid keys: {', '.join(valid)}")
+        sub = _submodel(fields[key].annotation)
+        if sub is not None:
+            items = value if isinstance(value, list) else [value]
+            for j, item in enumerate(items):
+                _check_keys(item, sub, f"{here}.{j}." if isinstance(value, list) else f"{here}.")
+
+
+def _submodel(annotation: Any) -> Optional[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "literal_error":
+        msg = "must be one of " + err["ctx"]["expected"].replace("'", "")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    if err["type"] == "missing":
+        return f"{loc}: required field is missing"
+    return f"{loc}: {msg}{shown}"
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def _expand(cfg: SweepConfig) -> list[Experiment]:
+    """Explicit experiments, times the grid's cartesian product when one is given."""
+    bases = [(spec.name or f"exp{i + 1}", spec.model_dump(exclude_none=True)) for i, spec in enumerate(cfg.experiments)]
+    if cfg.grid:
+        bases = _grid(cfg.grid, bases or [("grid", {})])
+    out, seen = [], set()
+    for i, (name, fields) in enumerate(bases):
+        fields.pop("name", None)
+        if name in seen or not _NAME_RE.match(name):
+            raise ConfigError(f"experiments.{i}.name: '{name}' is duplicated or has characters other than "
+                              "letters, digits, '.', '_', '-'")
+        seen.add(name)
+        out.append(_experiment(cfg.train, name, fields, f"experiments.{i}"))
+    return out
+
+
+def _grid(grid: dict[str, list[Any]], bases: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    valid = set(_MODEL_KEYS) | set(_TRAIN_KEYS)
+    for key, values in grid.items():
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"grid.{key}: unknown field; {hint}valid: {', '.join(sorted(valid))}")
+        if not values:
+            raise ConfigError(f"grid.{key}: empty list of values")
+    out = []
+    for name, fields in bases:
+        for combo in itertools.product(*grid.values()):
+            tag = "-".join(f"{k}={_tag(v)}" for k, v in zip(grid, combo))
+            out.append((f"{name}-{tag}" if name != "grid" else tag, {**fields, **dict(zip(grid, combo))}))
+    return out
+
+
+def _tag(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
+def _experiment(defaults: TrainConfig, name: str, fields: dict, where: str) -> Experiment:
+    model = {k: fields[k] for k in _MODEL_KEYS if k in fields}
+    train = {**defaults.model_dump(), **{k: fields[k] for k in _TRAIN_KEYS if k in fields}}
+    try:
+        return Experiment(name=name, model=ModelConfig.model_validate(model), train=TrainConfig.model_validate(train))
+    except ValidationError as exc:
+        raise ConfigError(f"{where}.{_describe(exc)}") from None

@@ -1,0 +1,31 @@
+"""Datasets: the packed format, the built-in synthetic set, mini-ImageNet layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import DataConfig
+from ..errors import CnncError
+from .packed import SPLITS, PackedDataset, is_packed, open_packed, write_packed
+from .synthetic import load_synthetic
+
+__all__ = ["SPLITS", "PackedDataset", "load_dataset", "open_packed", "write_packed"]
+
+
+def load_dataset(cfg: DataConfig) -> PackedDataset:
+    """The packed dataset a config names, generating or preparing it on first use."""
+    if cfg.source == "synthetic":
+        return load_synthetic(cfg)
+    if cfg.root is None:
+        raise CnncError(f"data.root: required for data.source '{cfg.source}' "
+                        "(e.g. --set data.root=/path/to/mini-imagenet)")
+    root = Path(cfg.root).expanduser()
+    if not root.exists():
+        raise CnncError(f"data.root: {root} does not exist")
+    if is_packed(root):
+        return open_packed(root)
+    if cfg.source == "packed":
+        raise CnncError(f"data.root: {root} is not a packed dataset (no dataset.json)")
+    from .miniimagenet import prepare_cached
+
+    return open_packed(prepare_cached(root, cfg))

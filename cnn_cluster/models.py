@@ -1,0 +1,100 @@
+"""The configurable CNN of the study, and its shape / parameter / FLOP arithmetic.
+
+Per conv layer: Conv2d(k, stride s, same padding) -> [BatchNorm] -> ReLU ->
+[MaxPool 2x2]; then flatten, FC layers with ReLU [and dropout], and a linear
+classifier. No Ray in here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """What one architecture does to an image: per-layer maps, size and cost."""
+
+    feature_maps: tuple[tuple[int, int, int], ...]  # (C, H, W) after each conv block
+    flat: int  # inputs of the first FC layer
+    params: int
+    flops: int  # forward FLOPs per image, multiply and add counted separately
+
+
+def _conv_out(size: int, k: int, s: int) -> int:
+    return (size + 2 * (k // 2) - k) // s + 1
+
+
+def shapes(cfg: ModelConfig, image_size: int, num_classes: int, batch_norm: bool = False) -> Shapes:
+    """Shapes, parameters and FLOPs; raises ConfigError naming the layer that shrinks below 1x1."""
+    k, s = cfg.kernel_size, cfg.stride
+    c_in, size, params, flops, maps = 3, image_size, 0, 0, []
+    for i, c_out in enumerate(cfg.conv_filters, start=1):
+        out = _conv_out(size, k, s)
+        if out < 1:
+            raise ConfigError(f"conv layer {i}: a {size}x{size} input with kernel {k}, stride {s} "
+                              "gives a feature map below 1x1; use fewer layers, stride 1 or a larger image")
+        params += c_in * c_out * k * k + c_out + (2 * c_out if batch_norm else 0)
+        flops += 2 * c_in * c_out * k * k * out * out
+        if cfg.max_pool:
+            if out < 2:
+                raise ConfigError(f"conv layer {i}: max pooling a {out}x{out} map gives a feature map below "
+                                  "1x1; drop max_pool, use fewer conv layers or stride 1")
+            out //= 2
+        c_in, size = c_out, out
+        maps.append((c_out, out, out))
+    flat = c_in * size * size
+    for n_in, n_out in zip((flat, *cfg.fc_layers), (*cfg.fc_layers, num_classes)):
+        params += n_in * n_out + n_out
+        flops += 2 * n_in * n_out
+    return Shapes(tuple(maps), flat, params, flops)
+
+
+class CNN(nn.Module):
+    """``features`` (conv blocks) then ``head`` (flatten, FC layers, classifier)."""
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, image_size: int = 84,
+                 batch_norm: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.shapes = shapes(cfg, image_size, num_classes, batch_norm)
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c_out in cfg.conv_filters:
+            k = cfg.kernel_size
+            layers.append(nn.Conv2d(c_in, c_out, k, stride=cfg.stride, padding=k // 2))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.ReLU(inplace=True))
+            if cfg.max_pool:
+                layers.append(nn.MaxPool2d(2))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Flatten()]
+        n_in = self.shapes.flat
+        for n_out in cfg.fc_layers:
+            if dropout > 0:
+                head.append(nn.Dropout(dropout))
+            head += [nn.Linear(n_in, n_out), nn.ReLU(inplace=True)]
+            n_in = n_out
+        if dropout > 0 and cfg.fc_layers:
+            head.append(nn.Dropout(dropout))
+        classifier = nn.Linear(n_in, num_classes)
+        # Start from uniform predictions (loss = ln K): with a 28k-input FC and
+        # batch norm, random logits are large enough to stall Adam (NOTES.md).
+        nn.init.zeros_(classifier.weight)
+        nn.init.zeros_(classifier.bias)
+        head.append(classifier)
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_model(cfg: ModelConfig, num_classes: int, image_size: int, batch_norm: bool = False,
+                dropout: float = 0.0) -> CNN:
+    return CNN(cfg, num_classes, image_size, batch_norm, dropout)

@@ -1,0 +1,111 @@
+"""Tables and figures assembled from a run folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from . import figures
+from .data import PackedDataset, open_packed
+from .errors import CnncError
+from .results import RunDir, get_state, read_table, write_text
+
+COLUMNS = ["Experiment", "Conv Filters", "Conv Layers", "FC Layers", "Max Pooling", "Stride", "Epochs",
+           "Test Accuracy"]
+GALLERY = 18  # misclassified images shown
+
+
+@dataclass(frozen=True)
+class Report:
+    table: str  # the experiments table, for the terminal
+    files: list[Path]
+    state: str
+    notes: list[str]
+
+
+def experiments_rows(trials: list[dict], best: Optional[str]) -> list[dict]:
+    """The study's columns, one row per trial; the best row is marked with '*'."""
+    rows = []
+    for t in trials:
+        acc = f"{100 * t['test_acc']:.2f} %" if t.get("test_acc") is not None else t["status"]
+        rows.append({
+            "Experiment": t["trial"] + (" *" if t["trial"] == best else ""),
+            "Conv Filters": str(list(t["conv_filters"])),
+            "Conv Layers": str(t["conv_layers"]),
+            "FC Layers": str(list(t["fc_layers"])),
+            "Max Pooling": "yes" if t["max_pool"] else "no",
+            "Stride": str(t["stride"]),
+            "Epochs": str(t["epochs"]),
+            "Test Accuracy": acc,
+        })
+    return rows
+
+
+def text_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) if rows else len(c) for c in columns}
+    line = "  ".join(c.ljust(widths[c]) for c in columns)
+    sep = "  ".join("-" * widths[c] for c in columns)
+    body = ["  ".join(r[c].ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join([line, sep, *body])
+
+
+def markdown_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
+    head = "| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n"
+    return head + "".join("| " + " | ".join(r[c] for c in columns) + " |\n" for r in rows)
+
+
+def csv_table(trials: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(COLUMNS + ["params", "flops", "val_acc", "test_acc", "train_seconds", "images_per_s", "status"])
+    for t, r in zip(trials, experiments_rows(trials, None)):
+        writer.writerow([r[c] for c in COLUMNS] + [t["params"], t["flops"], t["val_acc"], t["test_acc"],
+                                                   t["train_seconds"], t["images_per_s"], t["status"]])
+    return buf.getvalue()
+
+
+def build_report(run: RunDir) -> Report:
+    """Write report/experiments.{md,csv}, curves.png and misclassified.png; return the table."""
+    state = get_state(run)
+    trials = read_table(run.trials)
+    if not trials:
+        raise CnncError(f"{run.root}: no results yet (state: {state.get('state', 'unknown')}); "
+                        "nothing to report until a trial finishes")
+    best = state.get("best")
+    rows = experiments_rows(trials, best)
+    out = run.report
+    files = [out / "experiments.md", out / "experiments.csv"]
+    note = "\n\n`*` best validation accuracy; its test predictions feed the galleries.\n"
+    write_text(files[0], f"# {run.root.name}\n\n" + markdown_table(rows) + note)
+    write_text(files[1], csv_table(trials))
+    epochs = read_table(run.epochs)
+    if epochs:
+        files.append(figures.curves(epochs, out / "curves.png"))
+    data = _dataset(state)
+    preds = read_table(run.predictions)
+    if best and preds and data is not None:
+        files.append(_misclassified(preds, data, best, out / "misclassified.png"))
+    notes = [] if state.get("state") == "finished" else [f"run state: {state.get('state', 'unknown')}; "
+                                                         "the tables show what has finished"]
+    return Report(text_table(rows), files, state.get("state", "unknown"), notes)
+
+
+def _dataset(state: dict) -> Optional[PackedDataset]:
+    root = state.get("data_root") or (state.get("dataset") or {}).get("root")
+    try:
+        return open_packed(Path(root)) if root else None
+    except CnncError:
+        return None
+
+
+def _misclassified(preds: list[dict], data: PackedDataset, best: str, path: Path) -> Path:
+    wrong = sorted((p for p in preds if p["pred"] != p["true"]), key=lambda p: -p["p_pred"])[:GALLERY]
+    images = data.images[[p["index"] for p in wrong]] if wrong else []
+    names = data.class_names
+    titles = [f"T: {names[p['true']]}\nP: {names[p['pred']]} ({100 * p['p_pred']:.0f}%)" for p in wrong]
+    total = sum(p["pred"] != p["true"] for p in preds)
+    return figures.image_grid(images, titles, path,
+                              f"Misclassified test images of {best} ({total} of {len(preds)}; most confident first)")

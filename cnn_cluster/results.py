@@ -1,0 +1,199 @@
+"""A run folder's files: Parquet schemas and atomic reads/writes.
+
+Nothing else in the package builds paths inside a run folder or touches
+Parquet. Every write goes to a temporary name in the same folder and is
+renamed into place, so a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CnncError
+
+TRIALS_SCHEMA = pa.schema([
+    ("trial", pa.string()),  # experiment name
+    ("trial_id", pa.string()),
+    ("status", pa.string()),  # finished | failed
+    ("error", pa.string()),
+    ("conv_filters", pa.list_(pa.int32())),
+    ("conv_layers", pa.int32()),
+    ("fc_layers", pa.list_(pa.int32())),
+    ("max_pool", pa.bool_()),
+    ("stride", pa.int32()),
+    ("kernel_size", pa.int32()),
+    ("epochs", pa.int32()),
+    ("batch_size", pa.int32()),
+    ("optimizer", pa.string()),
+    ("lr", pa.float64()),
+    ("weight_decay", pa.float64()),
+    ("scheduler", pa.string()),
+    ("augmentation", pa.string()),
+    ("batch_norm", pa.bool_()),
+    ("dropout", pa.float64()),
+    ("seed", pa.int64()),
+    ("params", pa.int64()),
+    ("flops", pa.int64()),
+    ("best_epoch", pa.int32()),
+    ("val_acc", pa.float64()),
+    ("test_acc", pa.float64()),
+    ("train_seconds", pa.float64()),
+    ("images_per_s", pa.float64()),
+    ("workers", pa.int32()),
+    ("node", pa.string()),
+])
+
+EPOCHS_SCHEMA = pa.schema([
+    ("trial", pa.string()),
+    ("epoch", pa.int32()),
+    ("train_loss", pa.float64()),
+    ("train_acc", pa.float64()),
+    ("val_loss", pa.float64()),
+    ("val_acc", pa.float64()),
+    ("seconds", pa.float64()),
+    ("images_per_s", pa.float64()),
+])
+
+PREDICTIONS_SCHEMA = pa.schema([
+    ("index", pa.int64()),  # row of the packed dataset
+    ("true", pa.int32()),
+    ("pred", pa.int32()),
+    ("p_true", pa.float32()),
+    ("p_pred", pa.float32()),
+    ("top5", pa.list_(pa.int32())),
+])
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials.parquet"
+
+    @property
+    def epochs(self) -> Path:
+        return self.root / "epochs.parquet"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.parquet"
+
+    @property
+    def occlusion(self) -> Path:
+        return self.root / "occlusion.parquet"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def tune(self) -> Path:
+        return self.root / "tune"
+
+    @property
+    def train_storage(self) -> Path:
+        return self.root / "train"
+
+    def checkpoint(self, trial: str) -> Path:
+        return self.root / "checkpoints" / f"{trial}.pt"
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise CnncError(f"{path}: cannot write ({exc.strerror or exc}); earlier results are intact") from None
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(tmp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def write_table(path: Path, rows: list[dict], schema: pa.Schema) -> None:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_table(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        return []
+    return pq.read_table(path).to_pylist()
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+
+
+# --------------------------------------------------------------------------- run state
+
+
+def set_state(run: RunDir, state: str, **extra: Any) -> None:
+    """Record running / interrupted / finished / failed, keeping earlier fields."""
+    current = read_json(run.state) if run.state.is_file() else {}
+    write_json(run.state, {**current, **extra, "state": state})
+
+
+def get_state(run: RunDir) -> dict:
+    return read_json(run.state) if run.state.is_file() else {}
+
+
+def open_run(path: Path | str) -> RunDir:
+    """A run folder given by the user, checked to be one."""
+    run = RunDir(Path(path))
+    if not run.root.is_dir():
+        raise CnncError(f"{run.root}: no such run folder")
+    if not run.config.is_file():
+        raise CnncError(f"{run.root}: not a cnnc run folder (no config.yaml)")
+    return run

@@ -1,0 +1,117 @@
+"""The whole job behind ``cnnc submit``: check, start Ray, sweep, write tables.
+
+Everything that can be checked without Ray (config, data, architectures) is
+checked first; the run folder is created only once the cluster has shown it
+can host the sweep, so a refused submission writes nothing.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Optional, TextIO
+
+from . import __version__
+from .cluster import ensure_ray
+from .config import SweepConfig, dump_config, load_config
+from .data import load_dataset
+from .errors import CnncError
+from .results import (EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, RunDir, get_state, set_state, write_table,
+                      write_text)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run: RunDir
+    best: Optional[str]
+    finished: int
+    failed: int
+
+
+def new_run_dir(cfg: SweepConfig) -> RunDir:
+    root = Path(cfg.output.root).expanduser()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = root / f"{cfg.name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{cfg.name}-{stamp}-{n}"
+    return RunDir(path)
+
+
+def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False, num_cpus: Optional[int] = None,
+           dashboard: bool = False, address: Optional[str] = None, out: TextIO | None = None) -> Outcome:
+    """Run a sweep (or resume one) and write its tables; returns where they are."""
+    from .sweep import check_experiments, collect, plan_concurrency, prediction_rows, run_sweep
+
+    say = _printer(out)
+    data = load_dataset(cfg.data)
+    exps = check_experiments(cfg, data)
+    cluster = ensure_ray(num_cpus=num_cpus, dashboard=dashboard, address=address)
+    p = plan_concurrency(cfg, exps, cluster)
+    if run is None:
+        run = new_run_dir(cfg)
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_text(run.config, dump_config(cfg))
+    set_state(run, "running", started=get_state(run).get("started", time.time()), versions=_versions(),
+              hardware=_hardware(cluster), dataset=_dataset_summary(data))
+    say(f"run folder: {run.root}")
+    say(f"{len(exps)} experiments on {cluster.nodes} node(s), {cluster.cpus:g} CPUs, {cluster.gpus:g} GPUs; "
+        f"{p.max_concurrent} trial(s) at a time, {cfg.resources.workers_per_trial} worker(s) each")
+    if cluster.dashboard_url:
+        say(f"Ray dashboard: {cluster.dashboard_url}")
+    t0 = time.time()
+    try:
+        grid = run_sweep(cfg, p, data, run, resume=resume)
+    except KeyboardInterrupt:
+        set_state(run, "interrupted")
+        raise
+    trials, epochs, best = collect(grid, p, data)
+    write_table(run.trials, trials, TRIALS_SCHEMA)
+    write_table(run.epochs, epochs, EPOCHS_SCHEMA)
+    if best:
+        write_table(run.predictions, prediction_rows(run, best, data.labels), PREDICTIONS_SCHEMA)
+    failed = sum(t["status"] != "finished" for t in trials)
+    prior = get_state(run).get("sweep_seconds", 0.0) if resume else 0.0
+    set_state(run, "finished" if best else "failed", best=best, sweep_seconds=prior + time.time() - t0,
+              data_root=str(data.root))
+    return Outcome(run, best, len(trials) - failed, failed)
+
+
+def load_run_config(run: RunDir) -> SweepConfig:
+    return load_config(run.config)
+
+
+def _printer(out: TextIO | None):
+    def say(text: str) -> None:
+        print(text, file=out or sys.stdout, flush=True)
+    return say
+
+
+def _versions() -> dict:
+    import ray
+    import torch
+
+    return {"cnnc": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "ray": ray.__version__}
+
+
+def _hardware(cluster) -> dict:
+    return {"host": platform.node(), "machine": platform.machine(), "nodes": cluster.nodes,
+            "cpus": cluster.cpus, "gpus": cluster.gpus}
+
+
+def _dataset_summary(data) -> dict:
+    return {"root": str(data.root), "layout": data.info.get("layout"), "classes": data.num_classes,
+            "image_size": data.image_size, "counts": data.info.get("counts"),
+            "split_rule": data.info.get("split_rule")}
+
+
+def ensure_not_a_run(path: Path) -> None:
+    """Refuse to write into a folder that already holds another run."""
+    if (Path(path) / "config.yaml").exists():
+        raise CnncError(f"{path}: already holds a run; use --resume {path} or another output name")

@@ -1,0 +1,235 @@
+"""Tune trials that launch Ray Train runs: one trial per experiment.
+
+The Ray 2.60 pattern: a Tune *function* trainable is each trial's driver; it
+builds and fits a ``TorchTrainer`` whose run is named after the trial id, so a
+restarted trial resumes from its own checkpoints. Drivers take almost no CPU,
+so on a 2-CPU machine the workers of the running trials always fit.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .cluster import ClusterInfo
+from .config import Experiment, ResourcesConfig, SweepConfig
+from .data import PackedDataset
+from .errors import CnncError
+from .models import shapes
+from .progress import Progress
+from .results import RunDir
+from .train import CHECKPOINT_FILE, Arrays, train_loop
+
+# A trial driver only waits on its trainer; Tune rejects 0 CPUs, so it takes a
+# sliver, which its workers give up: a trial then needs exactly workers x CPUs
+# and two 1-CPU trials fit a 2-CPU machine (a full-CPU driver deadlocks it).
+DRIVER_CPU = 0.01
+
+
+@dataclass(frozen=True)
+class Plan:
+    experiments: list[Experiment]
+    max_concurrent: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    workers: int
+
+
+def check_experiments(cfg: SweepConfig, data: PackedDataset) -> list[Experiment]:
+    """Every experiment against the data, before Ray starts: shapes and batch size."""
+    exps = cfg.resolved_experiments()
+    train_n = len(data.indices("train"))
+    for i, exp in enumerate(exps):
+        try:
+            shapes(exp.model, data.image_size, data.num_classes)
+        except CnncError as exc:
+            raise CnncError(f"experiments.{i} ({exp.name}): {exc}") from None
+        if exp.train.batch_size > train_n:
+            raise CnncError(f"experiments.{i} ({exp.name}): train.batch_size {exp.train.batch_size} is larger than "
+                            f"the training split ({train_n} images)")
+    return exps
+
+
+def plan_concurrency(cfg: SweepConfig, exps: list[Experiment], cluster: ClusterInfo) -> Plan:
+    """How many trials run at once; refuses a trial the cluster could never place."""
+    return Plan(exps, *_concurrency(cfg.resources, cluster, len(exps)), cfg.resources.workers_per_trial)
+
+
+def _concurrency(res: ResourcesConfig, cluster: ClusterInfo, n: int) -> tuple[int, float, float]:
+    cpus = res.workers_per_trial * res.cpus_per_worker
+    gpus = res.workers_per_trial * res.gpus_per_worker
+    need = f"{res.workers_per_trial} workers x {res.cpus_per_worker:g} CPUs"
+    if res.gpus_per_worker > 0 and cluster.max_node_gpus < res.gpus_per_worker:
+        raise CnncError(f"resources.gpus_per_worker: {res.gpus_per_worker:g} GPUs per worker requested, but no node "
+                        f"of the cluster has that many (largest: {cluster.max_node_gpus:g})")
+    if res.cpus_per_worker > cluster.max_node_cpus:
+        raise CnncError(f"resources.cpus_per_worker: {res.cpus_per_worker:g} CPUs per worker requested, but the "
+                        f"largest node has {cluster.max_node_cpus:g}")
+    if cpus > cluster.cpus + 1e-9:
+        raise CnncError(f"resources: one trial needs {cpus:g} CPUs ({need}) but the cluster has "
+                        f"{cluster.cpus:g}; lower resources.workers_per_trial or resources.cpus_per_worker")
+    fit = math.floor((cluster.cpus + 1e-9) / cpus)
+    if gpus > 0:
+        fit = min(fit, math.floor(cluster.gpus / gpus + 1e-9))
+    limit = res.max_concurrent_trials or fit
+    return max(1, min(limit, fit, n)), cpus, gpus
+
+
+# --------------------------------------------------------------------------- the trial
+
+
+def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resources: dict) -> None:
+    """One Tune trial: fit a TorchTrainer for one experiment, keep its best weights."""
+    from ray import tune
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    exp = config["experiment"]
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"]},
+        scaling_config=ScalingConfig(
+            num_workers=resources["workers"], use_gpu=resources["gpus"] > 0,
+            resources_per_worker={"CPU": resources["cpus"], **({"GPU": resources["gpus"]} if resources["gpus"] else {})},
+        ),
+        run_config=RunConfig(
+            name=f"train-{tune.get_context().get_trial_id()}",
+            storage_path=train_storage,
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=resources["max_failures"]),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest holds the best weights too
+        ),
+    )
+    result = trainer.fit()
+    _keep_best(result.checkpoint.path, Path(checkpoints) / f"{exp['name']}.pt", exp)
+
+
+def _keep_best(ckpt_dir: str, out: Path, exp: dict) -> None:
+    """Copy the best-validation weights and the recipe into the run's checkpoints/."""
+    state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    torch.save({"model": state["best_model"], "experiment": exp, "best_epoch": state["best_epoch"]}, tmp)
+    tmp.replace(out)
+    for name in ("test_index.npy", "test_probs.npy"):
+        shutil.copyfile(Path(ckpt_dir) / name, out.with_name(f"{out.stem}.{name}"))
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resume: bool = False) -> Any:
+    """Run (or resume) every trial; returns Tune's ResultGrid."""
+    import ray
+    from ray import tune
+
+    arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
+    ref = ray.put(arrays)  # once per sweep; workers on a node share it zero-copy
+    res = cfg.resources
+    resources = {"workers": res.workers_per_trial, "gpus": res.gpus_per_worker,
+                 "cpus": res.cpus_per_worker - DRIVER_CPU / res.workers_per_trial,
+                 "threads": max(1, int(res.cpus_per_worker)), "max_failures": res.max_failures}
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, data=[ref], train_storage=str(run.train_storage.resolve()),
+                             checkpoints=str(run.checkpoint("x").parent.resolve()), resources=resources),
+        {"CPU": DRIVER_CPU},
+    )
+    progress = Progress([e.name for e in p.experiments], {e.name: e.train.epochs for e in p.experiments})
+    if resume and tune.Tuner.can_restore(str(run.tune.resolve())):
+        tuner = tune.Tuner.restore(str(run.tune.resolve()), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"experiment": tune.grid_search([e.model_dump(mode="json") for e in p.experiments])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=p.max_concurrent,
+                                        trial_dirname_creator=lambda t: t.config["experiment"]["name"],
+                                        trial_name_creator=lambda t: t.config["experiment"]["name"]),
+            run_config=tune.RunConfig(name=run.tune.name, storage_path=str(run.root.resolve()), verbose=0,
+                                      callbacks=[progress]),
+        )
+    if resume:
+        tuner._local_tuner._run_config.callbacks = [progress]  # restore keeps the pickled callbacks otherwise
+    t0 = time.time()
+    grid = tuner.fit()
+    progress.close(time.time() - t0)
+    return grid
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def collect(grid: Any, p: Plan, data: PackedDataset) -> tuple[list[dict], list[dict], Optional[str]]:
+    """Trial rows (config order), epoch rows (each epoch once) and the best trial's name."""
+    by_name = {r.config["experiment"]["name"]: r for r in grid}
+    trials, epochs = [], []
+    for exp in p.experiments:
+        result = by_name.get(exp.name)
+        rows = _epoch_rows(exp.name, result)
+        epochs += rows
+        trials.append({**_trial_row(exp, result, rows, data), "workers": p.workers})
+    done = [t for t in trials if t["status"] == "finished"]
+    best = max(done, key=lambda t: (t["val_acc"], t["test_acc"]))["trial"] if done else None
+    return trials, epochs, best
+
+
+def _epoch_rows(name: str, result: Any) -> list[dict]:
+    df = getattr(result, "metrics_dataframe", None) if result is not None else None
+    if df is None or df.empty or "epoch" not in df:
+        return []
+    df = df[df.get("final", 0).fillna(0) == 0].dropna(subset=["val_acc"])
+    # A worker restarted from a checkpoint re-reports nothing it had reported,
+    # but a resumed driver may replay history: keep the last row of each epoch.
+    df = df.drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
+    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
+    return [{"trial": name, **{c: (int(r[c]) if c == "epoch" else float(r[c])) for c in cols}}
+            for _, r in df.iterrows()]
+
+
+def _trial_row(exp: Experiment, result: Any, epochs: list[dict], data: PackedDataset) -> dict:
+    s = shapes(exp.model, data.image_size, data.num_classes, exp.train.batch_norm)
+    final = (result.metrics or {}) if result is not None else {}
+    error = None if result is None else result.error
+    ok = result is not None and error is None and final.get("final") == 1
+    return {
+        "trial": exp.name,
+        "trial_id": final.get("trial_id", ""),
+        "status": "finished" if ok else "failed",
+        "error": None if ok else _one_line(error) if error else "did not finish",
+        **exp.model.model_dump(),
+        "conv_layers": exp.model.conv_layers,
+        **{k: v for k, v in exp.train.model_dump().items() if k not in ("momentum", "warmup_epochs")},
+        "params": s.params,
+        "flops": s.flops,
+        "best_epoch": final.get("best_epoch") if ok else None,
+        "val_acc": final.get("best_val_acc") if ok else None,
+        "test_acc": final.get("test_acc") if ok else None,
+        "train_seconds": float(sum(e["seconds"] for e in epochs)),
+        "images_per_s": float(np.mean([e["images_per_s"] for e in epochs])) if epochs else None,
+        "node": final.get("node"),
+    }
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    last = [line for line in text if line.strip()][-1] if text else repr(error)
+    return f"{type(error).__name__}: {last}"[:500]
+
+
+def prediction_rows(run: RunDir, trial: str, labels: np.ndarray) -> list[dict]:
+    """The best trial's test predictions, from the files its driver kept."""
+    base = run.checkpoint(trial)
+    idx = np.load(base.with_name(f"{base.stem}.test_index.npy"))
+    probs = np.load(base.with_name(f"{base.stem}.test_probs.npy"))
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    return [{"index": int(i), "true": int(labels[i]), "pred": int(t[0]), "p_true": float(p[labels[i]]),
+             "p_pred": float(p[t[0]]), "top5": [int(v) for v in t]}
+            for i, p, t in zip(idx, probs, top5)]

@@ -1,0 +1,253 @@
+"""The per-worker training loop run by Ray Train. No Tune in here.
+
+The pure-torch pieces (batches, augmentation, schedule, one epoch, evaluation)
+are plain functions so a bare loop (bench/train_throughput.py) runs the very
+same code; ``train_loop`` wraps them with Ray Train's report/checkpoint calls.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Experiment, TrainConfig
+from .models import build_model
+
+CHECKPOINT_FILE = "state.pt"
+
+
+@dataclass
+class Arrays:
+    """The dataset as plain arrays: what travels through the object store."""
+
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    labels: np.ndarray  # int64 (N,)
+    split: np.ndarray  # uint8 (N,): 0 train, 1 val, 2 test
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_classes: int
+
+
+# --------------------------------------------------------------------------- pure torch
+
+
+def to_input(batch: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC -> normalised float NCHW in channels_last memory (no copy of the layout)."""
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.sub_(mean).div_(std)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random horizontal flip and pad-4 random crop, per image (the CIFAR recipe)."""
+    b, _, h, w = x.shape
+    flip = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(3), x)
+    padded = F.pad(x, (pad, pad, pad, pad))  # zero = the mean after normalisation
+    offs = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).tolist()
+    out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offs)])
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+def lr_factor(step: int, total: int, warmup: int, cosine: bool) -> float:
+    """Multiplier of the base rate: linear warm-up, then constant or cosine to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if not cosine:
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=True)
+    # AdamW: decoupled decay; with weight_decay 0 it is exactly Adam.
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def epoch_batches(indices: np.ndarray, batch: int, seed: int, epoch: int, rank: int, world: int) -> list[np.ndarray]:
+    """This rank's shuffled batches; every rank gets the same number (DDP needs it)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = indices[rng.permutation(len(indices))]
+    per_rank = len(order) // world
+    mine = order[rank * per_rank:(rank + 1) * per_rank]
+    n = len(mine) // batch  # drop the ragged tail: equal steps on every rank
+    return [np.sort(mine[i * batch:(i + 1) * batch]) for i in range(max(n, 1 if len(mine) else 0))]
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, batches: list[np.ndarray],
+                cfg: TrainConfig, step0: int, total_steps: int, device: torch.device,
+                generator: torch.Generator) -> tuple[float, float, int]:
+    """One pass over ``batches``; returns summed loss, correct count and images seen."""
+    mean, std = _stats(arrays, device)
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for i, idx in enumerate(batches):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step0 + i, total_steps, cfg.warmup_epochs * len(batches),
+                                             cfg.scheduler == "cosine")
+        x = to_input(arrays.images[idx], mean, std, device)
+        if cfg.augmentation == "flip_crop":
+            x = augment(x, generator)
+        y = torch.from_numpy(arrays.labels[idx]).to(device)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss) * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(idx)
+    return loss_sum, correct, seen
+
+
+@torch.no_grad()
+def predict(model: nn.Module, arrays: Arrays, indices: np.ndarray, device: torch.device,
+            batch: int = 256) -> torch.Tensor:
+    """Softmax probabilities for ``indices`` (eval mode), on the CPU."""
+    mean, std = _stats(arrays, device)
+    model.eval()
+    out = [F.softmax(model(to_input(arrays.images[indices[i:i + batch]], mean, std, device)).float(), 1).cpu()
+           for i in range(0, len(indices), batch)]
+    return torch.cat(out) if out else torch.zeros(0, arrays.num_classes)
+
+
+def _stats(arrays: Arrays, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(arrays.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(arrays.std, device=device).view(1, 3, 1, 1)
+    return mean, std
+
+
+def build(exp: Experiment, arrays: Arrays, device: torch.device) -> nn.Module:
+    torch.manual_seed(exp.train.seed)
+    model = build_model(exp.model, arrays.num_classes, arrays.images.shape[1],
+                        exp.train.batch_norm, exp.train.dropout)
+    return model.to(device, memory_format=torch.channels_last)
+
+
+# --------------------------------------------------------------------------- Ray Train
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train worker: train, report every epoch, evaluate the best epoch on test."""
+    import ray
+    import ray.train
+    import ray.train.torch as rtt
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(config["threads"])))
+    exp = Experiment.model_validate(config["experiment"])
+    arrays: Arrays = ray.get(config["data"][0])  # zero-copy view of the node's object store
+    device = rtt.get_device()
+    model = build(exp, arrays, device)
+    opt = make_optimizer(model, exp.train)
+    state = _resume(model, opt)
+    ddp = rtt.prepare_model(model, move_to_device=False) if world > 1 else model
+    train_idx, val_idx = np.flatnonzero(arrays.split == 0), np.flatnonzero(arrays.split == 1)
+    per_rank_batch = max(1, exp.train.batch_size // world)
+    steps = len(epoch_batches(train_idx, per_rank_batch, 0, 0, rank, world))
+    gen = torch.Generator().manual_seed(exp.train.seed * 1000 + rank)
+    for epoch in range(state["epoch"] + 1, exp.train.epochs + 1):
+        gen.manual_seed(exp.train.seed * 100_003 + epoch * 1009 + rank)
+        t0 = time.perf_counter()
+        batches = epoch_batches(train_idx, per_rank_batch, exp.train.seed, epoch, rank, world)
+        loss, correct, seen = train_epoch(ddp, opt, arrays, batches, exp.train, (epoch - 1) * steps,
+                                          exp.train.epochs * steps, device, gen)
+        train_s = time.perf_counter() - t0
+        tr = _all_sum([loss, correct, seen], device)
+        va = _evaluate(model, arrays, val_idx[rank::world], device)
+        metrics = {"epoch": epoch, "train_loss": tr[0] / tr[2], "train_acc": tr[1] / tr[2],
+                   "val_loss": va[0] / max(va[2], 1), "val_acc": va[1] / max(va[2], 1),
+                   "seconds": time.perf_counter() - t0, "images_per_s": tr[2] / train_s, "final": 0}
+        if metrics["val_acc"] > state["best_val_acc"] or state["best_epoch"] == 0:
+            state.update(best_val_acc=metrics["val_acc"], best_epoch=epoch,
+                         best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        state["epoch"] = epoch
+        _report(metrics, state, model, opt, rank)
+    _final_test(model, opt, arrays, state, device, rank, world)
+
+
+def _evaluate(model: nn.Module, arrays: Arrays, idx: np.ndarray, device: torch.device) -> list[float]:
+    probs = predict(model, arrays, idx, device)
+    y = torch.from_numpy(arrays.labels[idx])
+    loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")) if len(idx) else 0.0
+    correct = int((probs.argmax(1) == y).sum()) if len(idx) else 0
+    return _all_sum([loss, correct, len(idx)], device)
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def _resume(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """Restore from Ray Train's latest checkpoint, if the trial is restarting."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "best_model": None}
+    if ckpt is None:
+        return state
+    with ckpt.as_directory() as d:
+        saved = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    state.update({k: saved[k] for k in ("epoch", "best_val_acc", "best_epoch", "best_model")})
+    return state
+
+
+def _report(metrics: dict, state: dict, model: nn.Module, opt: torch.optim.Optimizer, rank: int,
+            extra: Optional[dict] = None) -> None:
+    """Every rank reports (a barrier); rank 0 alone attaches the checkpoint."""
+    import ray.train
+
+    metrics = {**metrics, "node": socket.gethostname(), "pid": os.getpid()}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), **state}, Path(d) / CHECKPOINT_FILE)
+        for name, arr in (extra or {}).items():
+            np.save(Path(d) / name, arr)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def _final_test(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, state: dict, device: torch.device,
+                rank: int, world: int) -> None:
+    """Evaluate the best-validation weights on the test split; rank 0 keeps all predictions."""
+    import ray.train
+
+    model.load_state_dict(state["best_model"])
+    test_idx = np.flatnonzero(arrays.split == 2)
+    mine = test_idx[rank::world]
+    probs = predict(model, arrays, mine, device)
+    parts = [None] * world
+    if world > 1:
+        torch.distributed.all_gather_object(parts, (mine, probs.numpy()))
+    else:
+        parts = [(mine, probs.numpy())]
+    idx = np.concatenate([p[0] for p in parts])
+    allp = np.concatenate([p[1] for p in parts])
+    order = np.argsort(idx)
+    idx, allp = idx[order], allp[order]
+    correct = int((allp.argmax(1) == arrays.labels[idx]).sum()) if len(idx) else 0
+    metrics = {"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
+               "best_val_acc": state["best_val_acc"], "test_acc": correct / max(len(idx), 1),
+               "test_images": len(idx)}
+    _report(metrics, state, model, opt, rank, extra={"test_index.npy": idx, "test_probs.npy": allp.astype(np.float32)})
