@@ -24,6 +24,7 @@ RAY_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DEDUP_LOGS": "1",
     "RAY_TRAIN_V2_ENABLED": "1",
+    "RAY_TRAIN_METRICS_ENABLED": "0",  # Prometheus metrics callbacks per run
 }
 
 

@@ -250,14 +250,20 @@ def _check_keys(raw: Any, model: type[BaseModel], path: str) -> None:
         here = f"{path}{key}"
         if key not in fields:
             valid = sorted(fields)
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            hint = _hint(str(key), valid)
             raise ConfigError(f"{here}: unknown key; {hint}valid keys: {', '.join(valid)}")
         sub = _submodel(fields[key].annotation)
         if sub is not None:
             items = value if isinstance(value, list) else [value]
             for j, item in enumerate(items):
                 _check_keys(item, sub, f"{here}.{j}." if isinstance(value, list) else f"{here}.")
+
+
+def _hint(key: str, valid: list[str]) -> str:
+    """'did you mean ...? ' for a typo or a longer/shorter spelling of a valid key."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    close = close or [v for v in valid if key.startswith(v) or v.startswith(key)][:1]
+    return f"did you mean '{close[0]}'? " if close else ""
 
 
 def _submodel(annotation: Any) -> Optional[type[BaseModel]]:
@@ -306,15 +312,14 @@ def _grid(grid: dict[str, list[Any]], bases: list[tuple[str, dict]]) -> list[tup
     valid = set(_MODEL_KEYS) | set(_TRAIN_KEYS)
     for key, values in grid.items():
         if key not in valid:
-            close = difflib.get_close_matches(key, sorted(valid), n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            hint = _hint(key, sorted(valid))
             raise ConfigError(f"grid.{key}: unknown field; {hint}valid: {', '.join(sorted(valid))}")
         if not values:
             raise ConfigError(f"grid.{key}: empty list of values")
     out = []
     for name, fields in bases:
         for combo in itertools.product(*grid.values()):
-            tag = "-".join(f"{k}={_tag(v)}" for k, v in zip(grid, combo))
+            tag = "-".join(f"{k}{_tag(v)}" for k, v in zip(grid, combo))
             out.append((f"{name}-{tag}" if name != "grid" else tag, {**fields, **dict(zip(grid, combo))}))
     return out
 

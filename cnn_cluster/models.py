@@ -83,12 +83,7 @@ class CNN(nn.Module):
             n_in = n_out
         if dropout > 0 and cfg.fc_layers:
             head.append(nn.Dropout(dropout))
-        classifier = nn.Linear(n_in, num_classes)
-        # Start from uniform predictions (loss = ln K): with a 28k-input FC and
-        # batch norm, random logits are large enough to stall Adam (NOTES.md).
-        nn.init.zeros_(classifier.weight)
-        nn.init.zeros_(classifier.bias)
-        head.append(classifier)
+        head.append(nn.Linear(n_in, num_classes))
         self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     if run is None:
         run = new_run_dir(cfg)
     run.root.mkdir(parents=True, exist_ok=True)
+    _link_latest(run)
     write_text(run.config, dump_config(cfg))
     set_state(run, "running", started=get_state(run).get("started", time.time()), versions=_versions(),
               hardware=_hardware(cluster), dataset=_dataset_summary(data))
@@ -80,6 +81,18 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     set_state(run, "finished" if best else "failed", best=best, sweep_seconds=prior + time.time() - t0,
               data_root=str(data.root))
     return Outcome(run, best, len(trials) - failed, failed)
+
+
+def _link_latest(run: RunDir) -> None:
+    """``<output root>/latest`` points at the newest run (what ``make demo`` reports on)."""
+    link = run.root.parent / "latest"
+    tmp = run.root.parent / f".latest.{run.root.name}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run.root.name)
+        tmp.replace(link)
+    except OSError:  # a filesystem without symlinks: the printed path is enough
+        tmp.unlink(missing_ok=True)
 
 
 def load_run_config(run: RunDir) -> SweepConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -58,18 +59,18 @@ def _texture(kind: int, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) 
     """A [0, 1] modulation of the object's colour."""
     f = 0.9
     patterns = {
-        0: np.ones_like(u),
-        1: (np.sin(u * f) > 0).astype(float),
-        2: ((np.floor(u / 4) + np.floor(v / 4)) % 2).astype(float),
-        3: ((np.sin(u * f) * np.sin(v * f)) > 0.5).astype(float),
-        4: (np.sin(u * f + 2 * np.sin(v * 0.4)) > 0).astype(float),
-        5: ((np.abs(np.sin(u * f)) < 0.4) | (np.abs(np.sin(v * f)) < 0.4)).astype(float),
-        6: (np.sin((u + v) * f) > 0).astype(float),
-        7: (np.sin(np.hypot(u, v) * 1.2) > 0).astype(float),
-        8: (rng.random(u.shape) > 0.5).astype(float),
-        9: (u > 0).astype(float),
+        0: lambda: np.ones_like(u),
+        1: lambda: np.sin(u * f) > 0,
+        2: lambda: (np.floor(u / 4) + np.floor(v / 4)) % 2,
+        3: lambda: (np.sin(u * f) * np.sin(v * f)) > 0.5,
+        4: lambda: np.sin(u * f + 2 * np.sin(v * 0.4)) > 0,
+        5: lambda: (np.abs(np.sin(u * f)) < 0.4) | (np.abs(np.sin(v * f)) < 0.4),
+        6: lambda: np.sin((u + v) * f) > 0,
+        7: lambda: np.sin(np.hypot(u, v) * 1.2) > 0,
+        8: lambda: rng.random(u.shape) > 0.5,
+        9: lambda: u > 0,
     }
-    return 0.35 + 0.65 * patterns[kind]
+    return 0.35 + 0.65 * patterns[kind]().astype(float)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -79,9 +80,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     angle = rng.uniform(0, 2 * np.pi)
     t = (np.cos(angle) * xx + np.sin(angle) * yy + 1) / 2
     img = c0 * (1 - t[..., None]) + c1 * t[..., None]
-    for _ in range(rng.integers(3, 8)):  # clutter: random strokes
+    for _ in range(rng.integers(2, 6)):  # clutter: random strokes
         x0, y0, x1, y1 = rng.uniform(0, size, 4)
-        w = rng.uniform(0.8, 2.5)
+        w = rng.uniform(0.6, 1.8)
         dx, dy = x1 - x0, y1 - y0
         t2 = np.clip(((px - x0) * dx + (py - y0) * dy) / (dx * dx + dy * dy + 1e-9), 0, 1)
         dist = np.hypot(px - x0 - t2 * dx, py - y0 - t2 * dy)
@@ -94,11 +95,13 @@ def render(index: int, label: int, seed: int, size: int = 84, cue: bool = False,
     """Image ``index`` of class ``label``: uint8 (size, size, 3) and its box (x0, y0, x1, y1)."""
     rng = np.random.default_rng([seed, index, label])
     img = _background(rng, size)
-    r = rng.uniform(0.16, 0.3) * size
+    r = rng.uniform(0.2, 0.32) * size
+    # Near the centre, as in object-centred photos: the study's CNNs have no
+    # global pooling, so their FC layer must learn each class at each place.
     margin = r + 2
     lo = margin + (_CUE + 4 if cue else 0)  # keep the object off the cue's corner
-    cx, cy = rng.uniform(lo, size - margin), rng.uniform(lo, size - margin)
-    theta = rng.uniform(-0.35, 0.35)
+    cx, cy = (float(np.clip(size / 2 + rng.uniform(-0.15, 0.15) * size, lo, size - margin)) for _ in range(2))
+    theta = rng.uniform(-0.2, 0.2)
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     u = np.cos(theta) * (xx - cx) + np.sin(theta) * (yy - cy)
     v = -np.sin(theta) * (xx - cx) + np.cos(theta) * (yy - cy)
@@ -121,7 +124,7 @@ def _cue_colour(label: int, k: int) -> np.ndarray:
 
 
 def fingerprint(cfg: DataConfig) -> str:
-    spec = {"v": 2, "seed": cfg.seed, "size": cfg.image_size, "split": cfg.split, **cfg.synthetic.model_dump()}
+    spec = {"v": 5, "seed": cfg.seed, "size": cfg.image_size, "split": cfg.split, **cfg.synthetic.model_dump()}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -129,17 +132,32 @@ def cache_root() -> Path:
     return Path(os.environ.get("CNNC_CACHE", Path.home() / ".cache" / "cnnc"))
 
 
-def generate(cfg: DataConfig, out: Path) -> Path:
-    """Render the whole set and pack it into ``out``."""
+def _render_range(args: tuple[int, int, DataConfig]) -> tuple[np.ndarray, np.ndarray]:
+    start, stop, cfg = args
+    syn = cfg.synthetic
+    out = [render(i, i // syn.images_per_class, cfg.seed, cfg.image_size, syn.context_cue, syn.classes)
+           for i in range(start, stop)]
+    return np.stack([o[0] for o in out]), np.array([o[1] for o in out], np.int16)
+
+
+def generate(cfg: DataConfig, out: Path, processes: int | None = None) -> Path:
+    """Render the whole set (in parallel; each image depends only on its index) and pack it."""
     syn = cfg.synthetic
     n = syn.classes * syn.images_per_class
     labels = np.repeat(np.arange(syn.classes), syn.images_per_class)
-    images = np.empty((n, cfg.image_size, cfg.image_size, 3), np.uint8)
-    boxes = np.empty((n, 4), np.int16)
-    for i in range(n):
-        images[i], boxes[i] = render(i, int(labels[i]), cfg.seed, cfg.image_size, syn.context_cue, syn.classes)
+    step = 250
+    chunks = [(a, min(a + step, n), cfg) for a in range(0, n, step)]
+    workers = min(processes or os.cpu_count() or 1, len(chunks))
+    if workers > 1:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold Ray threads
+        with ctx.Pool(workers) as pool:
+            parts = pool.map(_render_range, chunks)
+    else:
+        parts = [_render_range(c) for c in chunks]
+    images = np.concatenate([p[0] for p in parts])
+    boxes = np.concatenate([p[1] for p in parts])
     split = stratified_split(labels, cfg.split, cfg.seed)
-    info = {"layout": "synthetic", "split_rule": f"stratified {cfg.split} per class, seed {cfg.seed}",
+    info = {"layout": "synthetic", "split_rule": f"stratified {list(cfg.split)} per class, seed {cfg.seed}",
             "fingerprint": fingerprint(cfg), "synthetic": syn.model_dump()}
     return write_packed(out, images, labels, split, class_names(syn.classes), boxes=boxes, info=info)
 

@@ -1,0 +1,48 @@
+"""Shared fixtures: one real local Ray for the whole session, a private data cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic datasets are generated into a per-session cache, never ~/.cache."""
+    path = tmp_path_factory.mktemp("cnnc-cache")
+    os.environ["CNNC_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real embedded Ray (2 CPUs, no dashboard), shared by every test that needs one."""
+    import ray
+
+    from cnn_cluster.cluster import ensure_ray
+
+    info = ensure_ray(num_cpus=2, dashboard=False, object_store_mb=512)
+    yield info
+    ray.shutdown()
+
+
+def tiny_config(tmp_path: Path, **sections) -> dict:
+    """A sweep small enough to train in seconds: 4 classes x 24 images, 1 epoch."""
+    cfg = {
+        "name": "tiny",
+        "data": {"synthetic": {"classes": 4, "images_per_class": 24}},
+        "train": {"epochs": 1, "batch_size": 16},
+        "experiments": [
+            {"name": "a", "conv_filters": [4], "fc_layers": [8]},
+            {"name": "b", "conv_filters": [4, 8], "fc_layers": [], "max_pool": False, "stride": 2},
+        ],
+        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+        "output": {"root": str(tmp_path / "runs")},
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg

@@ -1,0 +1,66 @@
+"""The CLI through typer's CliRunner: errors are one line with exit code 2."""
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cnn_cluster.cli import app
+from conftest import tiny_config
+
+runner = CliRunner()
+
+
+def _write(tmp_path, cfg) -> str:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("submit", "report", "validate"):
+        assert cmd in result.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "train.optimizer=adamw"], "train.optimizer: must be one of adam or sgd"),
+    (["--set", "train.epoch=3"], "did you mean 'epochs'"),
+    (["--set", "experiments.0.conv_filters=[8,8,8,8,8,8,8,8]"], "conv layer 7"),
+])
+def test_validate_errors_are_one_line(tmp_path, args, needle):
+    result = runner.invoke(app, ["validate", _write(tmp_path, tiny_config(tmp_path)), *args])
+    assert result.exit_code == 2
+    assert needle in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_submit_without_config_or_resume():
+    result = runner.invoke(app, ["submit"])
+    assert result.exit_code == 2 and "give a CONFIG" in result.output
+
+
+def test_report_on_missing_folder(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such run folder" in result.output
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = runner.invoke(app, ["--debug", "report", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and result.exception is not None
+
+
+@pytest.mark.slow
+def test_submit_then_report(ray_local, tmp_path):
+    path = _write(tmp_path, tiny_config(tmp_path))
+    result = runner.invoke(app, ["submit", path, "--no-dashboard", "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert "a: epoch 1/1" in result.output and "b: finished" in result.output
+    run_dir = tmp_path / "runs" / "latest"
+    assert (run_dir / "trials.parquet").is_file()
+    result = runner.invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "Test Accuracy" in result.output and "report:" in result.output
+    rows = [line for line in result.output.splitlines() if line.startswith(("a ", "b "))]
+    assert len(rows) == 2

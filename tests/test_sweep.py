@@ -1,0 +1,108 @@
+"""A real local-Ray sweep at tiny scale: Tune trials, Ray Train workers, Parquet out."""
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from cnn_cluster.config import load_config, validate
+from cnn_cluster.data import load_dataset
+from cnn_cluster.errors import CnncError
+from cnn_cluster.models import build_model, shapes
+from cnn_cluster.report import build_report
+from cnn_cluster.results import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, get_state
+from cnn_cluster.submit import submit
+from conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(ray_local, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    cfg = validate(tiny_config(tmp, train={"epochs": 2}, resources={"workers_per_trial": 2}))
+    return cfg, submit(cfg)
+
+
+def test_tables_schema_and_values(two_worker_run):
+    cfg, out = two_worker_run
+    run = out.run
+    assert pq.read_schema(run.trials).equals(TRIALS_SCHEMA)
+    assert pq.read_schema(run.epochs).equals(EPOCHS_SCHEMA)
+    assert pq.read_schema(run.predictions).equals(PREDICTIONS_SCHEMA)
+    trials = pq.read_table(run.trials).to_pylist()
+    data = load_dataset(cfg.data)
+    assert [t["trial"] for t in trials] == ["a", "b"]
+    for t, exp in zip(trials, cfg.resolved_experiments()):
+        assert t["status"] == "finished" and t["error"] is None
+        assert t["workers"] == 2 and t["node"]
+        assert t["params"] == shapes(exp.model, 84, data.num_classes).params
+        assert 0 <= t["test_acc"] <= 1 and 0 <= t["val_acc"] <= 1
+        assert t["best_epoch"] in (1, 2) and t["images_per_s"] > 0
+        assert list(t["conv_filters"]) == list(exp.model.conv_filters)
+
+
+def test_each_epoch_once_and_loss_falls(two_worker_run):
+    _, out = two_worker_run
+    epochs = pq.read_table(out.run.epochs).to_pylist()
+    assert [(e["trial"], e["epoch"]) for e in epochs] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    a = [e for e in epochs if e["trial"] == "a"]
+    assert a[1]["train_loss"] < a[0]["train_loss"]
+
+
+def test_predictions_cover_the_test_split(two_worker_run):
+    cfg, out = two_worker_run
+    data = load_dataset(cfg.data)
+    preds = pq.read_table(out.run.predictions).to_pylist()
+    test = data.indices("test")
+    assert sorted(p["index"] for p in preds) == sorted(test.tolist())
+    for p in preds:
+        assert p["true"] == data.labels[p["index"]]
+        assert p["top5"][0] == p["pred"] and p["p_pred"] >= p["p_true"] - 1e-6
+    trials = {t["trial"]: t for t in pq.read_table(out.run.trials).to_pylist()}
+    acc = sum(p["pred"] == p["true"] for p in preds) / len(preds)
+    assert acc == pytest.approx(trials[out.best]["test_acc"])
+
+
+def test_best_checkpoint_reloads_and_reproduces(two_worker_run):
+    cfg, out = two_worker_run
+    data = load_dataset(cfg.data)
+    saved = torch.load(out.run.checkpoint(out.best), weights_only=True)
+    exp = next(e for e in cfg.resolved_experiments() if e.name == out.best)
+    model = build_model(exp.model, data.num_classes, 84)
+    model.load_state_dict(saved["model"])
+    preds = pq.read_table(out.run.predictions).to_pylist()[:5]
+    x = torch.from_numpy(data.images[[p["index"] for p in preds]].copy()).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(data.mean).view(1, 3, 1, 1)) / torch.tensor(data.std).view(1, 3, 1, 1)
+    probs = torch.softmax(model.eval()(x), 1)
+    assert probs.argmax(1).tolist() == [p["pred"] for p in preds]
+
+
+def test_run_folder_state_and_config(two_worker_run):
+    cfg, out = two_worker_run
+    assert load_config(out.run.config) == cfg
+    state = get_state(out.run)
+    assert state["state"] == "finished" and state["best"] == out.best
+    assert yaml.safe_load(out.run.config.read_text())["name"] == "tiny"
+
+
+def test_report_table_and_figures(two_worker_run):
+    _, out = two_worker_run
+    rep = build_report(out.run)
+    lines = rep.table.splitlines()
+    assert lines[0].split() == ["Experiment", "Conv", "Filters", "Conv", "Layers", "FC", "Layers", "Max", "Pooling",
+                                "Stride", "Epochs", "Test", "Accuracy"]
+    assert len(lines) == 4  # header, rule, two trials
+    assert any(line.startswith(out.best + " *") for line in lines)
+    names = {p.name for p in rep.files}
+    assert names == {"experiments.md", "experiments.csv", "curves.png", "misclassified.png"}
+    for p in rep.files:
+        assert p.stat().st_size > 100
+    assert (out.run.report / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_impossible_resources_fail_fast_and_write_nothing(ray_local, tmp_path):
+    cfg = validate(tiny_config(tmp_path, resources={"workers_per_trial": 3}))
+    with pytest.raises(CnncError, match="resources: one trial needs 3 CPUs"):
+        submit(cfg)
+    assert not (tmp_path / "runs").exists()
