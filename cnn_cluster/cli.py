@@ -101,6 +101,47 @@ def _print_report(run_dir: Path) -> None:
 
 @app.command()
 @_friendly
+def occlude(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    trial: Annotated[Optional[str], typer.Option(help="Trial to analyse (default: the best).")] = None,
+    count: Annotated[Optional[int], typer.Option(help="Correctly classified images to map.")] = None,
+    window: Annotated[Optional[int], typer.Option(help="Occlusion window N (pixels).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Window stride S (pixels).")] = None,
+    fill: Annotated[Optional[str], typer.Option(help="mean | gray | zero | blur.")] = None,
+    select: Annotated[Optional[str], typer.Option(help="random | confident | per_class.")] = None,
+    misclassified: Annotated[Optional[int], typer.Option(help="Also map this many errors.")] = None,
+    report: Annotated[bool, typer.Option(help="Rebuild the report afterwards.")] = True,
+) -> None:
+    """Occlusion sensitivity maps of a trained model's test images (Part B)."""
+    from .config import OcclusionConfig
+    from .results import open_run
+    from .submit import load_run_config, occlude as run_occlude
+
+    run = open_run(run_dir)
+    base = load_run_config(run).occlusion or OcclusionConfig()
+    given = {"count": count, "window": window, "stride": stride, "fill": fill, "select": select,
+             "misclassified": misclassified}
+    occ = _occlusion_config(base, {k: v for k, v in given.items() if v is not None})
+    run_occlude(run, occ, trial=trial)
+    typer.echo(f"occlusion: {run.occlusion}")
+    if report:
+        _print_report(run.root)
+
+
+def _occlusion_config(base, changes: dict):
+    from pydantic import ValidationError
+
+    from .config import OcclusionConfig
+
+    try:
+        return OcclusionConfig.model_validate({**base.model_dump(), **changes})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise CnncError(f"--{err['loc'][0]}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+@app.command()
+@_friendly
 def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")],
              set_: SetOpt = None) -> None:
     """Check a config without running it; print the experiments it expands to."""

@@ -53,3 +53,69 @@ def image_grid(images: np.ndarray, titles: list[str], path: Path, suptitle: str,
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def _heat_extent(shape: tuple[int, int], window: int, stride: int) -> tuple[float, float, float, float]:
+    """Place map cell (i, j) over the centre of its window, in pixel coordinates."""
+    h, w = shape
+    c = (window - 1) / 2
+    return (c - stride / 2, (w - 1) * stride + c + stride / 2, (h - 1) * stride + c + stride / 2, c - stride / 2)
+
+
+def _box(ax, box) -> None:
+    if box is not None and min(box) >= 0:
+        x0, y0, x1, y1 = box
+        ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="cyan", lw=1.2))
+
+
+def _overlay(ax, image: np.ndarray, pmap: np.ndarray, clean: float, window: int, stride: int, box) -> None:
+    """The image, with the confidence drop painted over it: opaque where the drop is largest."""
+    drop = np.clip(clean - pmap, 0, None)
+    norm = drop / max(float(drop.max()), 1e-6)
+    ax.imshow(image)
+    ax.imshow(norm, cmap="jet", vmin=0, vmax=1, alpha=0.75 * norm, extent=_heat_extent(pmap.shape, window, stride))
+    _box(ax, box)
+
+
+def occlusion_panel(image: np.ndarray, pmap: np.ndarray, clean: float, window: int, stride: int, title: str,
+                    path: Path, box=None) -> Path:
+    """Image, confidence map (own colour scale) and overlay of the confidence drop."""
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    axes[0].imshow(image)
+    _box(axes[0], box)
+    axes[0].set_title("image (box: object)" if box is not None else "image")
+    im = axes[1].imshow(pmap, cmap="inferno", vmin=float(pmap.min()), vmax=max(float(pmap.max()), float(pmap.min()) + 1e-3))
+    axes[1].set_title("P(class) with the window here")
+    fig.colorbar(im, ax=axes[1], fraction=0.046)
+    _overlay(axes[2], image, pmap, clean, window, stride, box)
+    axes[2].set_title("where the confidence dropped")
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def occlusion_grid(images: list[np.ndarray], maps: list[np.ndarray], cleans: list[float], titles: list[str],
+                   window: int, stride: int, path: Path, boxes: list | None = None, cols: int = 5) -> Path:
+    """All analysed images: each image above its overlay."""
+    n = len(images)
+    cols = min(cols, max(n, 1))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(2.3 * cols, 4.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (img, pmap, clean, title) in enumerate(zip(images, maps, cleans, titles)):
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+        top.imshow(img)
+        top.set_title(title, fontsize=7.5)
+        _overlay(bottom, img, pmap, clean, window, stride, boxes[i] if boxes else None)
+        bottom.set_title(f"min p={pmap.min():.2f}", fontsize=7.5)
+    fig.suptitle("Occlusion sensitivity: colour = where the window made the class probability drop "
+                 "(scaled per image; box: object)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path

@@ -93,3 +93,30 @@ class CNN(nn.Module):
 def build_model(cfg: ModelConfig, num_classes: int, image_size: int, batch_norm: bool = False,
                 dropout: float = 0.0) -> CNN:
     return CNN(cfg, num_classes, image_size, batch_norm, dropout)
+
+
+def load_trained(path, num_classes: int, image_size: int) -> tuple[CNN, "Experiment"]:
+    """A trial's saved best weights (``checkpoints/<trial>.pt``), in eval mode.
+
+    Loaded with ``weights_only=True``: a checkpoint cannot run code. A checkpoint
+    whose weights do not fit the recipe saved with it is refused in one line.
+    """
+    from pathlib import Path
+
+    from .config import Experiment
+
+    path = Path(path)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        exp = Experiment.model_validate(saved["experiment"])
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file gets the same answer
+        raise ConfigError(f"{path}: not a cnnc checkpoint or unsafe to load ({type(exc).__name__})") from None
+    model = build_model(exp.model, num_classes, image_size, exp.train.batch_norm, exp.train.dropout)
+    try:
+        model.load_state_dict(saved["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise ConfigError(f"{path}: weights do not match the architecture of '{exp.name}' ({first})") from None
+    return model.eval(), exp

@@ -90,7 +90,64 @@ def build_report(run: RunDir) -> Report:
         files.append(_misclassified(preds, data, best, out / "misclassified.png"))
     notes = [] if state.get("state") == "finished" else [f"run state: {state.get('state', 'unknown')}; "
                                                          "the tables show what has finished"]
+    occ = read_table(run.occlusion)
+    if occ and data is not None:
+        files += occlusion_figures(occ, data, out)
+        verdict = object_context_line(occ)
+        files.append(out / "occlusion-params.md")
+        write_text(files[-1], occlusion_params(occ) + (f"\n{verdict}\n" if verdict else ""))
+        if verdict:
+            notes.append(verdict)
     return Report(text_table(rows), files, state.get("state", "unknown"), notes)
+
+
+def occlusion_params(occ: list[dict]) -> str:
+    """The study's parameter table for Part B."""
+    first = occ[0]
+    fills = {"mean": "dataset mean (0 after normalisation: neutral gray)", "gray": "0.5 gray in pixel space",
+             "zero": "black (0 in pixel space)", "blur": "Gaussian blur of the image"}
+    images = len({r["index"] for r in occ})
+    rows = [("Window size (N x N)", f"{first['window']} x {first['window']} pixels"),
+            ("Stride", f"{first['stride']} pixels"), ("Replacement value", fills[first["fill"]]),
+            ("Confidence map", f"{first['map_h']} x {first['map_w']} positions"),
+            ("Images analysed", f"{images} ({sum(r['correct'] for r in occ if r['target_kind'] == 'true')} "
+                                f"correctly classified)"),
+            ("Model", first["trial"])]
+    return "| Parameter | Value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def object_context_line(occ: list[dict]) -> str:
+    """One line: on how many images the model relied on the object, on how many on the context."""
+    known = [r for r in occ if r["target_kind"] == "true" and r["correct"] and r["pointing"] is not None]
+    if not known:
+        return ""
+    obj = sum(r["pointing"] for r in known)
+    share = sum(r["object_share"] for r in known if r["object_share"] == r["object_share"]) / len(known)
+    base = sum(r["box_share"] for r in known) / len(known)
+    return (f"Object or context: the largest confidence drop fell on the object in {obj} of {len(known)} images "
+            f"and on the context in {len(known) - obj}; {100 * share:.0f}% of the drop lay on windows centred on "
+            f"the object, which holds {100 * base:.0f}% of window positions.")
+
+
+def occlusion_figures(occ: list[dict], data: PackedDataset, out: Path) -> list[Path]:
+    """report/occlusion/<index>.png per image and class, and report/occlusion.png with all of them."""
+    import numpy as np
+
+    names = data.class_names
+    files, grid = [], ([], [], [], [], [])
+    for r in occ:
+        pmap = np.asarray(r["map"], np.float32).reshape(r["map_h"], r["map_w"])
+        image = np.asarray(data.images[r["index"]])
+        kind = "" if r["target_kind"] == "true" else f" (map of predicted {names[r['target']]})"
+        title = f"T: {names[r['true']]}  P: {names[r['pred']]}  p={r['clean_prob']:.2f}{kind}"
+        suffix = "" if r["target_kind"] == "true" else "-pred"
+        files.append(figures.occlusion_panel(image, pmap, r["clean_prob"], r["window"], r["stride"], title,
+                                             out / "occlusion" / f"{r['index']}{suffix}.png", r["box"]))
+        for lst, v in zip(grid, (image, pmap, r["clean_prob"], title.replace("  P:", "\nP:"), r["box"])):
+            lst.append(v)
+    files.append(figures.occlusion_grid(grid[0], grid[1], grid[2], grid[3], occ[0]["window"], occ[0]["stride"],
+                                        out / "occlusion.png", grid[4]))
+    return files
 
 
 def _dataset(state: dict) -> Optional[PackedDataset]:

@@ -63,6 +63,31 @@ EPOCHS_SCHEMA = pa.schema([
     ("images_per_s", pa.float64()),
 ])
 
+OCCLUSION_SCHEMA = pa.schema([
+    ("trial", pa.string()),
+    ("index", pa.int64()),  # row of the packed dataset
+    ("true", pa.int32()),
+    ("pred", pa.int32()),
+    ("target", pa.int32()),  # the class whose probability the map holds
+    ("target_kind", pa.string()),  # true | predicted
+    ("correct", pa.bool_()),
+    ("clean_prob", pa.float32()),
+    ("window", pa.int32()),
+    ("stride", pa.int32()),
+    ("fill", pa.string()),
+    ("map_h", pa.int32()),
+    ("map_w", pa.int32()),
+    ("map", pa.list_(pa.float32())),  # row-major, map_h x map_w
+    ("min_prob", pa.float32()),
+    ("min_y", pa.int32()),  # top-left pixel of the window with the lowest probability
+    ("min_x", pa.int32()),
+    ("box", pa.list_(pa.int32())),  # x0, y0, x1, y1 of the object, when known
+    ("object_share", pa.float32()),  # share of the confidence drop on windows centred in the box
+    ("box_share", pa.float32()),  # share of window centres in the box
+    ("pointing", pa.bool_()),  # the largest drop lies inside the box
+    ("node", pa.string()),
+])
+
 PREDICTIONS_SCHEMA = pa.schema([
     ("index", pa.int64()),  # row of the packed dataset
     ("true", pa.int32()),
@@ -174,6 +199,21 @@ def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
     """Save a matplotlib figure atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+
+
+def trial_predictions(run: RunDir, trial: str, labels: Any) -> list[dict]:
+    """A trial's test predictions, from the arrays its driver kept beside the checkpoint."""
+    import numpy as np
+
+    base = run.checkpoint(trial)
+    files = [base.with_name(f"{base.stem}.test_{k}.npy") for k in ("index", "probs")]
+    if not all(f.is_file() for f in files):
+        raise CnncError(f"{run.root}: no test predictions for trial '{trial}' (did it finish?)")
+    idx, probs = (np.load(f) for f in files)
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    return [{"index": int(i), "true": int(labels[i]), "pred": int(t[0]), "p_true": float(p[labels[i]]),
+             "p_pred": float(p[t[0]]), "top5": [int(v) for v in t]}
+            for i, p, t in zip(idx, probs, top5)]
 
 
 # --------------------------------------------------------------------------- run state

@@ -17,11 +17,11 @@ from typing import Optional, TextIO
 
 from . import __version__
 from .cluster import ensure_ray
-from .config import SweepConfig, dump_config, load_config
-from .data import load_dataset
+from .config import OcclusionConfig, SweepConfig, dump_config, load_config
+from .data import PackedDataset, load_dataset, open_packed
 from .errors import CnncError
-from .results import (EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, RunDir, get_state, set_state, write_table,
-                      write_text)
+from .results import (EPOCHS_SCHEMA, OCCLUSION_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, RunDir, get_state,
+                      read_table, set_state, trial_predictions, write_table, write_text)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def new_run_dir(cfg: SweepConfig) -> RunDir:
 def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False, num_cpus: Optional[int] = None,
            dashboard: bool = False, address: Optional[str] = None, out: TextIO | None = None) -> Outcome:
     """Run a sweep (or resume one) and write its tables; returns where they are."""
-    from .sweep import check_experiments, collect, plan_concurrency, prediction_rows, run_sweep
+    from .sweep import check_experiments, collect, plan_concurrency, run_sweep
 
     say = _printer(out)
     data = load_dataset(cfg.data)
@@ -75,12 +75,37 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     write_table(run.trials, trials, TRIALS_SCHEMA)
     write_table(run.epochs, epochs, EPOCHS_SCHEMA)
     if best:
-        write_table(run.predictions, prediction_rows(run, best, data.labels), PREDICTIONS_SCHEMA)
+        write_table(run.predictions, trial_predictions(run, best, data.labels), PREDICTIONS_SCHEMA)
     failed = sum(t["status"] != "finished" for t in trials)
     prior = get_state(run).get("sweep_seconds", 0.0) if resume else 0.0
-    set_state(run, "finished" if best else "failed", best=best, sweep_seconds=prior + time.time() - t0,
-              data_root=str(data.root))
+    set_state(run, "occlusion" if best and cfg.occlusion else "finished" if best else "failed", best=best,
+              sweep_seconds=prior + time.time() - t0, data_root=str(data.root))
+    if best and cfg.occlusion:
+        occlude(run, cfg.occlusion, data=data, out=out)
+        set_state(run, "finished")
     return Outcome(run, best, len(trials) - failed, failed)
+
+
+def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data: Optional[PackedDataset] = None,
+            out: TextIO | None = None) -> list[dict]:
+    """The occlusion stage on a finished run's best (or a named) trial; writes occlusion.parquet."""
+    from .models import load_trained
+    from .occlusion_jobs import run_occlusion
+
+    state = get_state(run)
+    data = data or open_packed(state.get("data_root") or state["dataset"]["root"])
+    known = [t["trial"] for t in read_table(run.trials) if t["status"] == "finished"]
+    trial = trial or state.get("best")
+    if trial not in known:
+        raise CnncError(f"--trial {trial}: no finished trial of that name in {run.root}; "
+                        f"finished: {', '.join(known) or 'none'}")
+    ensure_ray()
+    model, _ = load_trained(run.checkpoint(trial), data.num_classes, data.image_size)
+    t0 = time.time()
+    rows = run_occlusion(model, data, trial_predictions(run, trial, data.labels), occ, trial, out=out)
+    write_table(run.occlusion, rows, OCCLUSION_SCHEMA)
+    set_state(run, state.get("state", "finished"), occlusion_seconds=time.time() - t0, occlusion=occ.model_dump())
+    return rows
 
 
 def _link_latest(run: RunDir) -> None:

@@ -222,14 +222,3 @@ def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     last = [line for line in text if line.strip()][-1] if text else repr(error)
     return f"{type(error).__name__}: {last}"[:500]
-
-
-def prediction_rows(run: RunDir, trial: str, labels: np.ndarray) -> list[dict]:
-    """The best trial's test predictions, from the files its driver kept."""
-    base = run.checkpoint(trial)
-    idx = np.load(base.with_name(f"{base.stem}.test_index.npy"))
-    probs = np.load(base.with_name(f"{base.stem}.test_probs.npy"))
-    top5 = np.argsort(-probs, axis=1)[:, :5]
-    return [{"index": int(i), "true": int(labels[i]), "pred": int(t[0]), "p_true": float(p[labels[i]]),
-             "p_pred": float(p[t[0]]), "top5": [int(v) for v in t]}
-            for i, p, t in zip(idx, probs, top5)]

@@ -1,0 +1,100 @@
+"""The occlusion stage as Ray work spread over the cluster, around occlusion.py.
+
+Each worker is an actor that loads the model once (its weights come from the
+object store) and maps the images it is handed; results are put back in the
+order the images were chosen, whichever worker finished first.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from typing import Optional, TextIO
+
+import numpy as np
+import ray
+import torch
+
+from .config import OcclusionConfig
+from .data import PackedDataset
+from .errors import CnncError
+from .occlusion import box_scores, grid_size, occlusion_map, select_images, supports_fast
+
+
+@ray.remote
+class Occluder:
+    """One worker: a model in eval mode, a fixed number of threads (or a GPU)."""
+
+    def __init__(self, model: torch.nn.Module, mean: tuple, std: tuple, threads: int):
+        torch.set_num_threads(threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.mean, self.std = mean, std
+
+    def run(self, key: int, images: np.ndarray, targets: list[int], opts: dict) -> tuple:
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float() / 255
+        m = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        s = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        res = occlusion_map(self.model, (x - m) / s, targets, mean=self.mean, std=self.std, **opts)
+        return key, res.maps.numpy(), res.clean.numpy(), socket.gethostname() + f":{os.getpid()}"
+
+
+def plan_work(preds: list[dict], cfg: OcclusionConfig) -> list[tuple[int, int, int, str]]:
+    """(dataset index, true, target, kind) per map, in the order the images were chosen."""
+    chosen = select_images(preds, cfg.count, cfg.select, cfg.seed, cfg.misclassified)
+    if not chosen:
+        raise CnncError("occlusion: the model classified no test image correctly; nothing to map")
+    return [(p["index"], p["true"], t, kind) for p, targets in chosen for t, kind in targets]
+
+
+def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict], cfg: OcclusionConfig,
+                  trial: str, out: TextIO | None = None, workers: Optional[int] = None) -> list[dict]:
+    """Map every chosen image on Ray workers; one row per (image, target class)."""
+    grid_size(data.image_size, cfg.window, cfg.stride)  # a window that does not fit fails here, before Ray work
+    work = plan_work(preds, cfg)
+    method = cfg.method if supports_fast(model) else "dense"
+    opts = {"window": cfg.window, "stride": cfg.stride, "fill": cfg.fill, "method": method}
+    n = workers or cfg.workers or _default_workers(len(work))
+    gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    actor = Occluder.options(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, scheduling_strategy="SPREAD")
+    model_ref = ray.put(model.cpu())  # once; every actor reads the same weights
+    pool = [actor.remote(model_ref, data.mean, data.std, 1) for _ in range(n)]
+    pending = [pool[i % n].run.remote(i, data.images[[w[0]]], [w[2]], opts) for i, w in enumerate(work)]
+    results, t0 = {}, time.time()
+    say = (lambda text: print(text, file=out or sys.stdout, flush=True))
+    say(f"occlusion: {len(work)} maps on {n} worker(s), window {cfg.window}, stride {cfg.stride}, "
+        f"fill {cfg.fill}, {method} path")
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        key, maps, clean, node = ray.get(done[0])
+        results[key] = (maps[0], float(clean[0]), node)
+        say(f"[{time.time() - t0:5.1f}s] occlusion {len(results)}/{len(work)}: image {work[key][0]} "
+            f"class {work[key][2]} on {node}")
+    for a in pool:
+        ray.kill(a)
+    return [_row(trial, work[i], *results[i], data, preds, cfg) for i in range(len(work))]
+
+
+def _default_workers(maps: int) -> int:
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(maps, cpus, 8))
+
+
+def _row(trial: str, w: tuple, pmap: np.ndarray, clean: float, node: str, data: PackedDataset,
+         preds: list[dict], cfg: OcclusionConfig) -> dict:
+    index, true, target, kind = w
+    pred = next(p["pred"] for p in preds if p["index"] == index)
+    iy, ix = np.unravel_index(int(np.argmin(pmap)), pmap.shape)
+    box = [int(v) for v in data.boxes[index]]
+    scores = box_scores(pmap, clean, box, cfg.window, cfg.stride) if min(box) >= 0 else {}
+    return {
+        "trial": trial, "index": index, "true": true, "pred": pred, "target": target, "target_kind": kind,
+        "correct": pred == true, "clean_prob": clean, "window": cfg.window, "stride": cfg.stride,
+        "fill": cfg.fill, "map_h": pmap.shape[0], "map_w": pmap.shape[1],
+        "map": pmap.astype(np.float32).ravel().tolist(), "min_prob": float(pmap.min()),
+        "min_y": int(iy) * cfg.stride, "min_x": int(ix) * cfg.stride,
+        "box": box if scores else None, "object_share": scores.get("object_share"),
+        "box_share": scores.get("box_share"), "pointing": scores.get("pointing"), "node": node,
+    }
