@@ -41,6 +41,14 @@ class Occluder:
         return key, res.maps.numpy(), res.clean.numpy(), socket.gethostname() + f":{os.getpid()}"
 
 
+def check_window(cfg: OcclusionConfig, image_size: int) -> None:
+    """Refuse a window or stride that does not fit the images, naming the fields."""
+    try:
+        grid_size(image_size, cfg.window, cfg.stride)
+    except ValueError as exc:
+        raise CnncError(f"occlusion.window/stride: {exc}") from None
+
+
 def plan_work(preds: list[dict], cfg: OcclusionConfig) -> list[tuple[int, int, int, str]]:
     """(dataset index, true, target, kind) per map, in the order the images were chosen."""
     chosen = select_images(preds, cfg.count, cfg.select, cfg.seed, cfg.misclassified)
@@ -52,7 +60,7 @@ def plan_work(preds: list[dict], cfg: OcclusionConfig) -> list[tuple[int, int, i
 def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict], cfg: OcclusionConfig,
                   trial: str, out: TextIO | None = None, workers: Optional[int] = None) -> list[dict]:
     """Map every chosen image on Ray workers; one row per (image, target class)."""
-    grid_size(data.image_size, cfg.window, cfg.stride)  # a window that does not fit fails here, before Ray work
+    check_window(cfg, data.image_size)
     work = plan_work(preds, cfg)
     method = cfg.method if supports_fast(model) else "dense"
     opts = {"window": cfg.window, "stride": cfg.stride, "fill": cfg.fill, "method": method}

@@ -51,6 +51,10 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     say = _printer(out)
     data = load_dataset(cfg.data)
     exps = check_experiments(cfg, data)
+    if cfg.occlusion:
+        from .occlusion_jobs import check_window
+
+        check_window(cfg.occlusion, data.image_size)
     cluster = ensure_ray(num_cpus=num_cpus, dashboard=dashboard, address=address)
     p = plan_concurrency(cfg, exps, cluster)
     if run is None:
@@ -90,10 +94,11 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
             out: TextIO | None = None) -> list[dict]:
     """The occlusion stage on a finished run's best (or a named) trial; writes occlusion.parquet."""
     from .models import load_trained
-    from .occlusion_jobs import run_occlusion
+    from .occlusion_jobs import check_window, run_occlusion
 
     state = get_state(run)
     data = data or open_packed(state.get("data_root") or state["dataset"]["root"])
+    check_window(occ, data.image_size)
     known = [t["trial"] for t in read_table(run.trials) if t["status"] == "finished"]
     trial = trial or state.get("best")
     if trial not in known:

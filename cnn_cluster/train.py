@@ -108,7 +108,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, ba
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_sum += float(loss) * len(idx)
+        loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(idx)
     return loss_sum, correct, seen

@@ -64,3 +64,21 @@ def test_submit_then_report(ray_local, tmp_path):
     assert "Test Accuracy" in result.output and "report:" in result.output
     rows = [line for line in result.output.splitlines() if line.startswith(("a ", "b "))]
     assert len(rows) == 2
+
+
+@pytest.mark.slow
+def test_occlude_command(ray_local, tmp_path):
+    path = _write(tmp_path, tiny_config(tmp_path, experiments=[{"name": "a", "conv_filters": [4], "fc_layers": []}]))
+    assert runner.invoke(app, ["submit", path, "--no-dashboard", "--no-report"]).exit_code == 0
+    run_dir = str(tmp_path / "runs" / "latest")
+    bad = runner.invoke(app, ["occlude", run_dir, "--window", "100"])
+    assert bad.exit_code == 2 and "larger than" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["occlude", run_dir, "--trial", "zzz"])
+    assert bad.exit_code == 2 and "finished: a" in bad.output
+    bad = runner.invoke(app, ["occlude", run_dir, "--fill", "purple"])
+    assert bad.exit_code == 2 and "--fill" in bad.output
+    result = runner.invoke(app, ["occlude", run_dir, "--count", "2", "--stride", "4", "--select", "confident"])
+    assert result.exit_code == 0, result.output
+    assert "occlusion 2/2" in result.output and "Object or context" in result.output
+    assert (tmp_path / "runs" / "latest" / "report" / "occlusion.png").is_file()
+    assert (tmp_path / "runs" / "latest" / "report" / "occlusion-params.md").read_text().count("|") > 10
