@@ -17,7 +17,6 @@ from typing import Optional
 RAY_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # an extra actor per run; nothing preempts a laptop
     "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",  # a polling actor per run, for the dashboard only
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # controller poll: the default 2 s is paid at start and end
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # duplicate prints
     "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING": "0",
     "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
