@@ -162,6 +162,64 @@ def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")
     typer.echo(f"{config}: ok")
 
 
+data_app = typer.Typer(help="Prepare and inspect datasets (mini-ImageNet layouts, the packed format).",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+@_friendly
+def data_prepare(
+    source: Annotated[Path, typer.Argument(help="mini-ImageNet in any published layout.")],
+    out: Annotated[Path, typer.Option(help="Folder for the packed dataset.")],
+    image_size: Annotated[int, typer.Option(help="Side of the square images (84 = mini-ImageNet).")] = 84,
+    fmt: Annotated[str, typer.Option("--format", help="auto | csv | folders | pickle | parquet.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the per-class split.")] = 0,
+) -> None:
+    """Decode every image once into the packed format (idempotent)."""
+    import json
+
+    from .data.miniimagenet import LAYOUTS, prepare, print_progress
+
+    if fmt not in ("auto", *LAYOUTS):
+        raise CnncError(f"--format: must be one of auto, {', '.join(LAYOUTS)} (got {fmt!r})")
+    if image_size < 8:
+        raise CnncError(f"--image-size: must be >= 8 (got {image_size})")
+    path, reused = prepare(source, out, image_size, fmt, seed=seed, progress=print_progress)
+    if reused:
+        typer.echo(f"{path}: already prepared from the same files and options; reused")
+        return
+    report = json.loads((path / "prepare-report.json").read_text())
+    typer.echo(f"packed {report['images_kept']} of {report['images_found']} images -> {path}")
+    if report["skipped_count"] or report["small_classes"]:
+        typer.echo(f"skipped {report['skipped_count']} entries, {len(report['small_classes'])} small classes: "
+                   f"see {path / 'prepare-report.json'}")
+    _print_info(path)
+
+
+@data_app.command("info")
+@_friendly
+def data_info(path: Annotated[Path, typer.Argument(help="A packed dataset folder.")]) -> None:
+    """Images per split, classes, images per class, size, mean/std, layout and split rule."""
+    _print_info(path)
+
+
+def _print_info(path: Path) -> None:
+    import numpy as np
+
+    from .data import SPLITS, open_packed
+
+    d = open_packed(path)
+    per_class = np.bincount(d.labels, minlength=d.num_classes)
+    typer.echo(f"dataset:      {d.root}")
+    typer.echo(f"layout:       {d.info.get('layout')}")
+    typer.echo(f"split rule:   {d.info.get('split_rule')}")
+    typer.echo(f"images:       {len(d.labels)}  ({', '.join(f'{s} {len(d.indices(s))}' for s in SPLITS)})")
+    typer.echo(f"classes:      {d.num_classes}  (images per class: min {per_class.min()}, max {per_class.max()})")
+    typer.echo(f"image size:   {d.image_size}x{d.image_size}")
+    typer.echo(f"mean / std:   {tuple(round(m, 4) for m in d.mean)} / {tuple(round(s, 4) for s in d.std)}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="cnnc")
 

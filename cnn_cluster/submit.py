@@ -85,7 +85,11 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     set_state(run, "occlusion" if best and cfg.occlusion else "finished" if best else "failed", best=best,
               sweep_seconds=prior + time.time() - t0, data_root=str(data.root))
     if best and cfg.occlusion:
-        occlude(run, cfg.occlusion, data=data, out=out)
+        try:
+            occlude(run, cfg.occlusion, data=data, out=out)
+        except CnncError as exc:  # the sweep's results stand; say why there are no maps
+            say(f"occlusion skipped: {exc}")
+            set_state(run, "finished", occlusion_skipped=str(exc))
         set_state(run, "finished")
     return Outcome(run, best, len(trials) - failed, failed)
 

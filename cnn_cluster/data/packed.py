@@ -101,7 +101,8 @@ def channel_stats(images: np.ndarray, chunk: int = 2048) -> tuple[list[float], l
 
 def write_packed(out: Path, images: np.ndarray, labels: np.ndarray, split: np.ndarray,
                  class_names: list[str], wnids: list[str] | None = None, boxes: np.ndarray | None = None,
-                 sources: list[str] | None = None, info: dict | None = None) -> Path:
+                 sources: list[str] | None = None, info: dict | None = None,
+                 extra_files: dict[str, str] | None = None) -> Path:
     """Write a packed dataset atomically (temporary folder, then rename)."""
     out = Path(out)
     n = len(labels)
@@ -134,6 +135,8 @@ def write_packed(out: Path, images: np.ndarray, labels: np.ndarray, split: np.nd
             "wnid": pa.array(wnids or list(class_names), pa.string()),
             "name": pa.array(class_names, pa.string()),
         }), tmp / "classes.parquet")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         # dataset.json last: its presence marks the folder complete.
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
         if out.exists():
