@@ -218,6 +218,8 @@ def _decode(item: Item, size: int) -> np.ndarray:
 
 
 def _decode_chunk(items: list[Item], size: int) -> list[Union[np.ndarray, str]]:
+    # Pillow, not torchvision.io: torchvision 0.29 deprecates its decoders, and
+    # Pillow releases the GIL while decoding, so threads scale over cores.
     out: list[Union[np.ndarray, str]] = []
     for item in items:
         try:
