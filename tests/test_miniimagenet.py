@@ -206,3 +206,15 @@ def test_sweep_yaml_trains_on_every_layout(ray_local, tmp_path, layout):
         assert 1 <= len(pq.read_table(run / "occlusion.parquet")) <= 2
     else:
         assert "occlusion skipped: occlusion: the model classified no test image correctly" in result.output
+
+
+def test_stats_gathered_while_decoding_match_a_recount(packed, tmp_path):
+    from cnn_cluster.data.packed import channel_stats, stats_sample
+
+    for name in ("csv", "parquet"):
+        d = open_packed(packed[name][1])
+        assert (list(d.mean), list(d.std)) == channel_stats(d.images, stats_sample(d.split))
+    src = write_folders(tmp_path / "src")
+    next(src.rglob("*.JPEG")).write_bytes(b"broken")  # a failure: split and stats worked out again
+    d = open_packed(prepare(src, tmp_path / "out")[0])
+    assert (list(d.mean), list(d.std)) == channel_stats(d.images, stats_sample(d.split))

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import CnncError
-from .packed import SPLITS, is_packed, stratified_split, write_packed
+from .packed import SPLITS, byte_hist, is_packed, packing, stats_sample, stratified_split, write_meta
 from .safe_pickle import load as safe_load
 from .synthetic import cache_root
 
@@ -94,6 +94,7 @@ def read_source(root: Path, fmt: str = "auto") -> Source:
 def _read_csv(root: Path) -> Source:
     src = Source("csv")
     images = root / "images"
+    present = set(os.listdir(images)) if images.is_dir() else set()
     for split in ("train", "val", "test"):
         path = root / f"{split}.csv"
         if not path.is_file():
@@ -105,7 +106,7 @@ def _read_csv(root: Path) -> Source:
                 src.skipped.append({"file": f"{path.name}:{line}", "reason": "malformed row"})
                 continue
             file = images / row[0]
-            if not file.is_file():
+            if row[0] not in present:
                 src.skipped.append({"file": f"{path.name}:{line}", "reason": f"names a missing file {row[0]}"})
                 continue
             src.add(file, f"images/{row[0]}", row[1].strip(), split)
@@ -204,12 +205,14 @@ def _decode(item: Item, size: int) -> np.ndarray:
     if isinstance(item, np.ndarray):
         img = item
     else:
-        from PIL import Image
-
         data = item.read_bytes() if isinstance(item, Path) else item
-        with Image.open(io.BytesIO(data)) as im:
-            im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when the source is large
-            img = np.asarray(im.convert("RGB"))
+        img = _jpeg(data) if data[:2] == b"\xff\xd8" else None
+        if img is None:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as im:
+                im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when the source is large
+                img = np.asarray(im.convert("RGB"))
     if img.shape[:2] != (size, size):
         from PIL import Image
 
@@ -217,37 +220,58 @@ def _decode(item: Item, size: int) -> np.ndarray:
     return np.ascontiguousarray(img, dtype=np.uint8)
 
 
-def _decode_chunk(items: list[Item], size: int) -> list[Union[np.ndarray, str]]:
-    # Pillow, not torchvision.io: torchvision 0.29 deprecates its decoders, and
-    # Pillow releases the GIL while decoding, so threads scale over cores.
-    out: list[Union[np.ndarray, str]] = []
-    for item in items:
+def _jpeg(data: bytes) -> Optional[np.ndarray]:
+    """libjpeg-turbo via simplejpeg; None for what it cannot read (CMYK, broken files): Pillow tries those."""
+    import simplejpeg
+
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except (ValueError, RuntimeError):
+        return None
+
+
+def _decode_chunk(items: list[Item], size: int, out: np.ndarray, sample: np.ndarray,
+                  hist: np.ndarray) -> list[Optional[str]]:
+    """Decode into ``out`` (this chunk's slice); histograms of the ``sample`` rows into ``hist``."""
+    errors: list[Optional[str]] = []
+    for k, item in enumerate(items):
         try:
-            out.append(_decode(item, size))
+            out[k] = _decode(item, size)
+            errors.append(None)
         except Exception as exc:  # noqa: BLE001 - a bad image is skipped and listed, whatever the error
-            out.append(f"undecodable image ({type(exc).__name__})")
-    return out
+            errors.append(f"undecodable image ({type(exc).__name__})")
+    if len(sample):  # while the pixels are in cache
+        hist += byte_hist(out[sample])
+    return errors
 
 
-def decode_all(src: Source, size: int, progress: Callable[[int, int], None] | None = None,
-               workers: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decode every item in parallel threads (PIL releases the GIL); returns images and a kept-mask."""
-    n = len(src.items)
-    images = np.empty((n, size, size, 3), np.uint8)
+def decode_all(src: Source, images: np.ndarray, progress: Callable[[int, int], None] | None = None,
+               workers: Optional[int] = None, sample: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every item into ``images`` in parallel threads (the decoders release the GIL).
+
+    Returns the kept-mask and the byte histograms (3, 256) of the ``sample`` rows.
+    """
+    n, size = len(src.items), images.shape[1]
     ok = np.zeros(n, bool)
     chunk = 256
     starts = list(range(0, n, chunk))
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        futures = [pool.submit(_decode_chunk, src.items[a:a + chunk], size) for a in starts]
+    sample = np.zeros(0, int) if sample is None else np.asarray(sample)
+    hists = np.zeros((len(starts), 3, 256), np.int64)
+    # One thread more than cores: the decoders release the GIL, the file reads and
+    # copies around them do not, and an extra thread keeps both cores decoding.
+    with ThreadPoolExecutor(workers or (os.cpu_count() or 1) + 1) as pool:
+        futures = [pool.submit(_decode_chunk, src.items[a:a + chunk], size, images[a:a + chunk],
+                               sample[(sample >= a) & (sample < a + chunk)] - a, hists[i])
+                   for i, a in enumerate(starts)]
         for a, fut in zip(starts, futures):
-            for j, res in enumerate(fut.result()):
-                if isinstance(res, str):
-                    src.skipped.append({"file": src.names[a + j], "reason": res})
+            for j, err in enumerate(fut.result()):
+                if err:
+                    src.skipped.append({"file": src.names[a + j], "reason": err})
                 else:
-                    images[a + j], ok[a + j] = res, True
+                    ok[a + j] = True
             if progress:
                 progress(min(a + chunk, n), n)
-    return images, ok
+    return ok, hists.sum(0)
 
 
 # --------------------------------------------------------------------------- splits
@@ -281,14 +305,25 @@ def split_rule(classes: list[str], splits: list[Optional[str]], fractions: tuple
 def fingerprint(root: Path, opts: dict) -> str:
     """Hash of every file's relative path and size under ``root``, and the options."""
     h = hashlib.sha256(json.dumps(opts, sort_keys=True).encode())
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            try:
-                h.update(f"{p.relative_to(root)}\0{p.stat().st_size}\n".encode())
-            except OSError:
-                h.update(f"{p.relative_to(root)}\0?\n".encode())
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            entries = sorted(os.scandir(os.path.join(root, rel)), key=lambda e: e.name)
+        except OSError:
+            h.update(f"{rel}\0unreadable\n".encode())
+            continue
+        lines = []
+        for e in entries:
+            path = f"{rel}/{e.name}" if rel else e.name
+            if e.is_dir(follow_symlinks=False):
+                stack.append(path)
+            else:
+                try:
+                    lines.append(f"{path}\0{e.stat().st_size}\n")
+                except OSError:
+                    lines.append(f"{path}\0?\n")
+        h.update("".join(lines).encode())
     return h.hexdigest()[:16]
 
 
@@ -304,20 +339,37 @@ def prepare(root: Path, out: Path, size: int = 84, fmt: str = "auto", fractions=
     src = read_source(root, layout)
     if not src.items:
         raise CnncError(f"{root}: no images found in the {layout} layout ({len(src.skipped)} entries skipped)")
-    images, ok = decode_all(src, size, progress)
-    if not ok.any():
-        raise CnncError(f"{root}: none of the {len(ok)} images could be decoded; first: {src.skipped[0]['file']}")
-    keep = np.flatnonzero(ok)
-    classes = [src.classes[i] for i in keep]
-    order = sorted(set(classes))
-    labels = np.array([order.index(c) for c in classes])
-    split, rule = split_rule(classes, [src.splits[i] for i in keep], tuple(fractions), seed, labels)
-    report = _report(src, labels, order, len(ok))
-    info = {"layout": layout, "split_rule": rule, "fingerprint": fp, "source": str(root.resolve())}
-    names = [src.class_names.get(c) or class_name(c) for c in order]
-    write_packed(out, images[keep], labels, split, names, wnids=order, sources=[src.names[i] for i in keep],
-                 info=info, extra_files={"prepare-report.json": json.dumps(report, indent=2)})
+    # Splits depend only on the listing, so they (and the stats sample) are known
+    # before decoding; only if an image fails are they worked out again.
+    order, labels, split, rule = _labels_and_split(src.classes, src.splits, fractions, seed)
+    with packing(out) as tmp:
+        # Decode straight into the file that will be kept: no second pass over the pixels.
+        images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (len(src.items), size, size, 3))
+        ok, hist = decode_all(src, images, progress, sample=stats_sample(split))
+        if not ok.any():
+            raise CnncError(f"{root}: none of the {len(ok)} images could be decoded; first: {src.skipped[0]['file']}")
+        keep = np.flatnonzero(ok)
+        if len(keep) < len(ok):  # rare: rewrite without the images that failed
+            kept = np.asarray(images[keep])
+            del images
+            np.save(tmp / "images.npy", kept)
+            images, hist = kept, None
+            order, labels, split, rule = _labels_and_split([src.classes[i] for i in keep],
+                                                           [src.splits[i] for i in keep], fractions, seed)
+        info = {"layout": layout, "split_rule": rule, "fingerprint": fp, "source": str(root.resolve())}
+        write_meta(tmp, images, labels, split, [src.class_names.get(c) or class_name(c) for c in order],
+                   wnids=order, sources=[src.names[i] for i in keep], info=info, hist=hist,
+                   extra_files={"prepare-report.json": json.dumps(_report(src, labels, order, len(ok)), indent=2)})
+        del images
     return out, False
+
+
+def _labels_and_split(classes: list[str], splits: list[Optional[str]], fractions, seed: int):
+    order = sorted(set(classes))
+    index = {c: i for i, c in enumerate(order)}
+    labels = np.array([index[c] for c in classes])
+    split, rule = split_rule(classes, splits, tuple(fractions), seed, labels)
+    return order, labels, split, rule
 
 
 def _report(src: Source, labels: np.ndarray, order: list[str], total: int) -> dict:

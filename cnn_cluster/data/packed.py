@@ -15,12 +15,14 @@ that has ``dataset.json`` is always complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +32,9 @@ from ..errors import CnncError
 
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1
+# Mean/std come from at most this many train images, evenly spaced: within ~1e-3 of
+# the full-set values for mini-ImageNet, and exact for smaller sets.
+STATS_IMAGES = 1024
 
 
 @dataclass
@@ -94,9 +99,17 @@ def channel_stats(images: np.ndarray, index: np.ndarray | None = None,
     index = np.arange(len(images)) if index is None else index
     hist = np.zeros((3, 256), np.int64)
     for start in range(0, len(index), chunk):
-        part = np.asarray(images[np.sort(index[start:start + chunk])]).reshape(-1, 3)
-        for c in range(3):
-            hist[c] += np.bincount(part[:, c], minlength=256)
+        hist += byte_hist(np.asarray(images[np.sort(index[start:start + chunk])]))
+    return stats_from_hist(hist)
+
+
+def byte_hist(images: np.ndarray) -> np.ndarray:
+    """(3, 256) counts of each byte value per channel."""
+    flat = images.reshape(-1, 3)
+    return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(3)])
+
+
+def stats_from_hist(hist: np.ndarray) -> tuple[list[float], list[float]]:
     v = np.arange(256) / 255.0
     n = np.maximum(hist.sum(1), 1)
     mean = (hist * v).sum(1) / n
@@ -104,53 +117,80 @@ def channel_stats(images: np.ndarray, index: np.ndarray | None = None,
     return [round(float(m), 6) for m in mean], [round(float(x), 6) for x in std]
 
 
-def write_packed(out: Path, images: np.ndarray, labels: np.ndarray, split: np.ndarray,
-                 class_names: list[str], wnids: list[str] | None = None, boxes: np.ndarray | None = None,
-                 sources: list[str] | None = None, info: dict | None = None,
-                 extra_files: dict[str, str] | None = None) -> Path:
-    """Write a packed dataset atomically (temporary folder, then rename)."""
+@contextlib.contextmanager
+def packing(out: Path) -> Iterator[Path]:
+    """A hidden temporary folder beside ``out``, renamed to ``out`` on success, removed on failure."""
     out = Path(out)
-    n = len(labels)
-    boxes = np.full((n, 4), -1, np.int16) if boxes is None else boxes.astype(np.int16)
-    train = split == SPLITS.index("train")
-    mean, std = channel_stats(images, np.flatnonzero(train) if train.any() else None)
-    counts = {s: int((split == i).sum()) for i, s in enumerate(SPLITS)}
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "images": n,
-        "image_size": int(images.shape[1]),
-        "num_classes": len(class_names),
-        "counts": counts,
-        "mean": mean,
-        "std": std,
-        **(info or {}),
-    }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        np.save(tmp / "images.npy", np.ascontiguousarray(images, dtype=np.uint8))
-        pq.write_table(pa.table({
-            "label": pa.array(labels, pa.int32()),
-            "split": pa.array([SPLITS[i] for i in split], pa.string()),
-            **{f"box_{c}": pa.array(boxes[:, j], pa.int16()) for j, c in enumerate(("x0", "y0", "x1", "y1"))},
-            "source": pa.array(sources if sources is not None else [""] * n, pa.string()),
-        }), tmp / "meta.parquet")
-        pq.write_table(pa.table({
-            "label": pa.array(range(len(class_names)), pa.int32()),
-            "wnid": pa.array(wnids or list(class_names), pa.string()),
-            "name": pa.array(class_names, pa.string()),
-        }), tmp / "classes.parquet")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        # dataset.json last: its presence marks the folder complete.
-        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
+        yield tmp
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
+
+
+def write_packed(out: Path, images: np.ndarray, labels: np.ndarray, split: np.ndarray,
+                 class_names: list[str], wnids: list[str] | None = None, boxes: np.ndarray | None = None,
+                 sources: list[str] | None = None, info: dict | None = None,
+                 extra_files: dict[str, str] | None = None) -> Path:
+    """Write a packed dataset atomically (temporary folder, then rename)."""
+    with packing(out) as tmp:
+        np.save(tmp / "images.npy", np.ascontiguousarray(images, dtype=np.uint8))
+        write_meta(tmp, images, labels, split, class_names, wnids, boxes, sources, info, extra_files)
+    return Path(out)
+
+
+def write_meta(folder: Path, images: np.ndarray, labels: np.ndarray, split: np.ndarray, class_names: list[str],
+               wnids: list[str] | None = None, boxes: np.ndarray | None = None, sources: list[str] | None = None,
+               info: dict | None = None, extra_files: dict[str, str] | None = None,
+               hist: np.ndarray | None = None) -> None:
+    """Everything but images.npy; dataset.json last, since its presence marks the folder complete.
+
+    ``hist``: byte histograms (3, 256) of the images ``stats_sample(split)`` names,
+    when the caller gathered them already (``cnnc data prepare`` does, while decoding).
+    """
+    n = len(labels)
+    boxes = np.full((n, 4), -1, np.int16) if boxes is None else boxes.astype(np.int16)
+    mean, std = stats_from_hist(hist) if hist is not None else channel_stats(images, stats_sample(split))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "images": n,
+        "image_size": int(images.shape[1]),
+        "num_classes": len(class_names),
+        "counts": {s: int((split == i).sum()) for i, s in enumerate(SPLITS)},
+        "mean": mean,
+        "std": std,
+        **(info or {}),
+    }
+    pq.write_table(pa.table({
+        "label": pa.array(labels, pa.int32()),
+        "split": pa.array([SPLITS[i] for i in split], pa.string()),
+        **{f"box_{c}": pa.array(boxes[:, j], pa.int16()) for j, c in enumerate(("x0", "y0", "x1", "y1"))},
+        "source": pa.array(sources if sources is not None else [""] * n, pa.string()),
+    }), folder / "meta.parquet")
+    pq.write_table(pa.table({
+        "label": pa.array(range(len(class_names)), pa.int32()),
+        "wnid": pa.array(wnids or list(class_names), pa.string()),
+        "name": pa.array(class_names, pa.string()),
+    }), folder / "classes.parquet")
+    for name, text in (extra_files or {}).items():
+        (folder / name).write_text(text)
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=2))
+
+
+def stats_sample(split: np.ndarray) -> np.ndarray:
+    """The images whose pixels give the mean and std: train images, evenly spaced, at most STATS_IMAGES."""
+    train = np.flatnonzero(split == SPLITS.index("train"))
+    return _spread(train if len(train) else np.arange(len(split)), STATS_IMAGES)
+
+
+def _spread(index: np.ndarray, k: int) -> np.ndarray:
+    """At most ``k`` evenly spaced entries: all of them for small sets (exact statistics)."""
+    return index if len(index) <= k else index[np.linspace(0, len(index) - 1, k).astype(int)]
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
