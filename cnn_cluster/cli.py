@@ -82,10 +82,21 @@ def submit(
 @app.command("report")
 @_friendly
 def report_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by cnnc submit.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folder(s) written by cnnc submit.")],
+    out: Annotated[Optional[Path], typer.Option(help="Where a comparison of several runs goes.")] = None,
 ) -> None:
-    """Print the experiments table and write report/ (tables and figures)."""
-    _print_report(run_dir)
+    """Print the experiments table and write report/ (index.html, README.md, tables, figures).
+
+    With several runs, also write one page that puts them side by side.
+    """
+    from .report import build_comparison
+    from .results import open_run
+
+    for run_dir in run_dirs:
+        _print_report(run_dir)
+    if len(run_dirs) > 1:
+        path = build_comparison([open_run(r) for r in run_dirs], out or Path("report-compare"))
+        typer.echo(f"comparison page: {path}")
 
 
 def _print_report(run_dir: Path) -> None:
@@ -96,7 +107,7 @@ def _print_report(run_dir: Path) -> None:
     typer.echo(rep.table)
     for note in rep.notes:
         typer.echo(f"note: {note}")
-    typer.echo(f"report: {rep.files[0].parent}")
+    typer.echo(f"report page: {rep.page}")
 
 
 @app.command()

@@ -119,3 +119,24 @@ def occlusion_grid(images: list[np.ndarray], maps: list[np.ndarray], cleans: lis
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def accuracy_vs_cost(trials: list[dict], path: Path) -> Path:
+    """Test accuracy against parameters and against forward FLOPs, one labelled point per trial."""
+    done = [t for t in trials if t.get("test_acc") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((axes[0], "params", "parameters (millions)"), (axes[1], "flops", "forward MFLOPs per image")):
+        scale = 1e6
+        xs = [t[key] / scale for t in done]
+        ys = [100 * t["test_acc"] for t in done]
+        ax.scatter(xs, ys, c=[f"C{i % 10}" for i in range(len(done))], s=40, zorder=3)
+        for x, y, t in zip(xs, ys, done):
+            ax.annotate(t["trial"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set(xlabel=label, ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Accuracy against size")
+    axes[1].set_title("Accuracy against compute")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import figures
+from . import figures, page
 from .data import PackedDataset, open_packed
 from .errors import CnncError
 from .results import RunDir, get_state, read_table, write_text
@@ -24,6 +24,7 @@ class Report:
     files: list[Path]
     state: str
     notes: list[str]
+    page: Path  # report/index.html
 
 
 def experiments_rows(trials: list[dict], best: Optional[str]) -> list[dict]:
@@ -81,24 +82,46 @@ def build_report(run: RunDir) -> Report:
     note = "\n\n`*` best validation accuracy; its test predictions feed the galleries.\n"
     write_text(files[0], f"# {run.root.name}\n\n" + markdown_table(rows) + note)
     write_text(files[1], csv_table(trials))
+    named: dict[str, Path] = {}
     epochs = read_table(run.epochs)
     if epochs:
-        files.append(figures.curves(epochs, out / "curves.png"))
+        named["curves"] = figures.curves(epochs, out / "curves.png")
+    if any(t.get("test_acc") is not None for t in trials):
+        named["cost"] = figures.accuracy_vs_cost(trials, out / "accuracy-vs-cost.png")
     data = _dataset(state)
     preds = read_table(run.predictions)
     if best and preds and data is not None:
-        files.append(_misclassified(preds, data, best, out / "misclassified.png"))
+        named["misclassified"] = _misclassified(preds, data, best, out / "misclassified.png")
+        confusion = page.confusion_examples(preds, data, out / "confusion.png")
+        if confusion:
+            named["confusion"] = confusion
     notes = [] if state.get("state") == "finished" else [f"run state: {state.get('state', 'unknown')}; "
                                                          "the tables show what has finished"]
     occ = read_table(run.occlusion)
+    verdict = ""
     if occ and data is not None:
-        files += occlusion_figures(occ, data, out)
+        occ_files = occlusion_figures(occ, data, out)
+        files += occ_files
+        named["occlusion"] = occ_files[-1]
         verdict = object_context_line(occ)
         files.append(out / "occlusion-params.md")
         write_text(files[-1], occlusion_params(occ) + (f"\n{verdict}\n" if verdict else ""))
         if verdict:
             notes.append(verdict)
-    return Report(text_table(rows), files, state.get("state", "unknown"), notes)
+    files += list(named.values())
+    index, readme = page.write_page(out, f"cnnc report: {run.root.name}",
+                                    page.run_sections(run, data, named, verdict))
+    files += [index, readme]
+    return Report(text_table(rows), files, state.get("state", "unknown"), notes, index)
+
+
+def build_comparison(runs: list[RunDir], out: Path) -> Path:
+    """One page putting several runs side by side; returns its index.html."""
+    for run in runs:
+        if not read_table(run.trials):
+            raise CnncError(f"{run.root}: no results yet; nothing to compare")
+    title = "cnnc comparison: " + ", ".join(r.root.name for r in runs)
+    return page.write_page(out, title, page.compare_sections(runs))[0]
 
 
 def occlusion_params(occ: list[dict]) -> str:

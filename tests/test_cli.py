@@ -61,7 +61,7 @@ def test_submit_then_report(ray_local, tmp_path):
     assert (run_dir / "trials.parquet").is_file()
     result = runner.invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0, result.output
-    assert "Test Accuracy" in result.output and "report:" in result.output
+    assert "Test Accuracy" in result.output and "report page:" in result.output
     rows = [line for line in result.output.splitlines() if line.startswith(("a ", "b "))]
     assert len(rows) == 2
 
