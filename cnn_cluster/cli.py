@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -67,16 +68,31 @@ def submit(
         cfg = load_config(config, set_ or [])
         run = new_run_dir(cfg)
         ensure_not_a_run(run.root)
+    previous = signal.signal(signal.SIGTERM, _as_interrupt)  # a SLURM time limit sends SIGTERM
     try:
         outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard)
     except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted; continue with: cnnc submit --resume {run.root}", err=True)
+        _shutdown_ray()
+        typer.echo(f"\ninterrupted; continue with: cnnc submit --resume {run.root}")
         raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(f"results: {outcome.run.root}  ({outcome.finished} finished, {outcome.failed} failed)")
     if report and outcome.best:
         _print_report(outcome.run.root)
     if outcome.failed and not outcome.best:
         raise typer.Exit(1)
+
+
+def _as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 @app.command("report")

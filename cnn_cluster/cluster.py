@@ -21,6 +21,8 @@ RAY_ENV = {
     "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING": "0",
     "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",  # Ctrl-C must stop the sweep, not end it looking finished
+    "TUNE_GLOBAL_CHECKPOINT_S": "2",  # snapshot the sweep's state often: a killed driver loses <= 2 s
     "RAY_DEDUP_LOGS": "1",
     "RAY_TRAIN_V2_ENABLED": "1",
     "RAY_TRAIN_METRICS_ENABLED": "0",  # Prometheus metrics callbacks per run

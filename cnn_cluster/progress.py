@@ -45,6 +45,9 @@ class Progress(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         name = self._name(trial)
+        if result.get("restored"):
+            self._print(f"{name}: finished before the interruption; not run again")
+            return
         if result.get("final"):
             self._print(f"{name}: test accuracy {100 * result['test_acc']:.1f}% "
                         f"(best epoch {result['best_epoch']}, val {100 * result['best_val_acc']:.1f}%)")

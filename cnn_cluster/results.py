@@ -143,6 +143,14 @@ class RunDir:
     def checkpoint(self, trial: str) -> Path:
         return self.root / "checkpoints" / f"{trial}.pt"
 
+    def final(self, trial: str) -> Path:
+        """A finished trial's last metrics (test accuracy): their presence marks it finished."""
+        return self.root / "checkpoints" / f"{trial}.final.json"
+
+    def history(self, trial: str) -> Path:
+        """A finished trial's epochs, from its final checkpoint (each epoch once)."""
+        return self.root / "checkpoints" / f"{trial}.epochs.json"
+
 
 # --------------------------------------------------------------------------- atomic writes
 

@@ -75,7 +75,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     except KeyboardInterrupt:
         set_state(run, "interrupted")
         raise
-    trials, epochs, best = collect(grid, p, data)
+    trials, epochs, best = collect(grid, p, data, run)
     write_table(run.trials, trials, TRIALS_SCHEMA)
     write_table(run.epochs, epochs, EPOCHS_SCHEMA)
     if best:

@@ -8,6 +8,7 @@ so on a 2-CPU machine the workers of the running trials always fit.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -93,6 +94,10 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
     from ray.tune.integration.ray_train import TuneReportCallback
 
     exp = config["experiment"]
+    done = Path(checkpoints) / f"{exp['name']}.final.json"
+    if done.is_file():  # finished before the driver was killed: report it, train nothing
+        tune.report({**json.loads(done.read_text()), "restored": 1})
+        return
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"]},
@@ -109,11 +114,14 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
         ),
     )
     result = trainer.fit()
-    _keep_best(result.checkpoint.path, Path(checkpoints) / f"{exp['name']}.pt", exp)
+    _keep_best(result.checkpoint.path, Path(checkpoints) / f"{exp['name']}.pt", exp, result.metrics)
 
 
-def _keep_best(ckpt_dir: str, out: Path, exp: dict) -> None:
-    """Copy the best-validation weights and the recipe into the run's checkpoints/."""
+def _keep_best(ckpt_dir: str, out: Path, exp: dict, final: dict) -> None:
+    """Copy the best-validation weights, the recipe, test predictions and epochs into checkpoints/.
+
+    The final metrics go last: their file marks the trial finished for a resumed sweep.
+    """
     state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -121,6 +129,10 @@ def _keep_best(ckpt_dir: str, out: Path, exp: dict) -> None:
     tmp.replace(out)
     for name in ("test_index.npy", "test_probs.npy"):
         shutil.copyfile(Path(ckpt_dir) / name, out.with_name(f"{out.stem}.{name}"))
+    for suffix, payload in (("epochs", state["history"]), ("final", final)):
+        path = out.with_name(f"{out.stem}.{suffix}.json")
+        path.with_suffix(".tmp").write_text(json.dumps(payload, default=float))
+        path.with_suffix(".tmp").replace(path)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -156,8 +168,8 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
             run_config=tune.RunConfig(name=run.tune.name, storage_path=str(run.root.resolve()), verbose=0,
                                       callbacks=[progress]),
         )
-    if resume:
-        tuner._local_tuner._run_config.callbacks = [progress]  # restore keeps the pickled callbacks otherwise
+    if resume:  # restore brings back the pickled callbacks, with the old run's clock and counts
+        tuner._local_tuner.get_run_config().callbacks = [progress]
     t0 = time.time()
     grid = tuner.fit()
     progress.close(time.time() - t0)
@@ -167,13 +179,13 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
 # --------------------------------------------------------------------------- outputs
 
 
-def collect(grid: Any, p: Plan, data: PackedDataset) -> tuple[list[dict], list[dict], Optional[str]]:
+def collect(grid: Any, p: Plan, data: PackedDataset, run: RunDir) -> tuple[list[dict], list[dict], Optional[str]]:
     """Trial rows (config order), epoch rows (each epoch once) and the best trial's name."""
     by_name = {r.config["experiment"]["name"]: r for r in grid}
     trials, epochs = [], []
     for exp in p.experiments:
         result = by_name.get(exp.name)
-        rows = _epoch_rows(exp.name, result)
+        rows = _history_rows(exp.name, run) or _epoch_rows(exp.name, result)
         epochs += rows
         trials.append({**_trial_row(exp, result, rows, data), "workers": p.workers})
     done = [t for t in trials if t["status"] == "finished"]
@@ -181,16 +193,28 @@ def collect(grid: Any, p: Plan, data: PackedDataset) -> tuple[list[dict], list[d
     return trials, epochs, best
 
 
+_EPOCH_COLS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
+
+
+def _history_rows(name: str, run: RunDir) -> list[dict]:
+    """A finished trial's epochs, as its final checkpoint recorded them."""
+    path = run.history(name)
+    if not path.is_file():
+        return []
+    return [{"trial": name, **{c: (int(m[c]) if c == "epoch" else float(m[c])) for c in _EPOCH_COLS}}
+            for m in json.loads(path.read_text())]
+
+
 def _epoch_rows(name: str, result: Any) -> list[dict]:
+    """A trial that did not finish: what Tune recorded of its epochs."""
     df = getattr(result, "metrics_dataframe", None) if result is not None else None
-    if df is None or df.empty or "epoch" not in df:
+    if df is None or df.empty or any(c not in df for c in _EPOCH_COLS):
         return []
     df = df[df.get("final", 0).fillna(0) == 0].dropna(subset=["val_acc"])
     # A worker restarted from a checkpoint re-reports nothing it had reported,
     # but a resumed driver may replay history: keep the last row of each epoch.
     df = df.drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
-    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
-    return [{"trial": name, **{c: (int(r[c]) if c == "epoch" else float(r[c])) for c in cols}}
+    return [{"trial": name, **{c: (int(r[c]) if c == "epoch" else float(r[c])) for c in _EPOCH_COLS}}
             for _, r in df.iterrows()]
 
 

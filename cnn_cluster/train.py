@@ -177,6 +177,7 @@ def train_loop(config: dict) -> None:
             state.update(best_val_acc=metrics["val_acc"], best_epoch=epoch,
                          best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         state["epoch"] = epoch
+        state["history"] = state["history"] + [metrics]  # in the checkpoint: each epoch exactly once
         _report(metrics, state, model, opt, rank)
     _final_test(model, opt, arrays, state, device, rank, world)
 
@@ -201,14 +202,14 @@ def _resume(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
-    state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "best_model": None}
+    state = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0, "best_model": None, "history": []}
     if ckpt is None:
         return state
     with ckpt.as_directory() as d:
         saved = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
-    state.update({k: saved[k] for k in ("epoch", "best_val_acc", "best_epoch", "best_model")})
+    state.update({k: saved[k] for k in ("epoch", "best_val_acc", "best_epoch", "best_model", "history")})
     return state
 
 

@@ -1,0 +1,97 @@
+"""Driver faults with real processes and real signals: SIGKILL, SIGINT, resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+CNNC = str(Path(sys.executable).with_name("cnnc"))
+
+
+def _start(cfg_path: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([CNNC, "submit", str(cfg_path), "--no-dashboard", "--no-report", "--num-cpus", "2", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+
+
+def _wait_for(proc: subprocess.Popen, needle: str, timeout: float = 240) -> list[str]:
+    lines, end = [], time.time() + timeout
+    while time.time() < end:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"never saw {needle!r}:\n{''.join(lines)}")
+
+
+def _cleanup(proc: subprocess.Popen) -> None:
+    """Whatever the driver left behind in its own session (we started it), by process group."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _tables(run: Path) -> tuple[list, list]:
+    trials = [(t["trial"], t["status"]) for t in pq.read_table(run / "trials.parquet").to_pylist()]
+    epochs = [(e["trial"], e["epoch"]) for e in pq.read_table(run / "epochs.parquet").to_pylist()]
+    return trials, epochs
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    cfg = tiny_config(tmp_path, train={"epochs": 2}, experiments=[
+        {"name": "a", "conv_filters": [4], "fc_layers": [8]},
+        {"name": "b", "conv_filters": [4, 8], "fc_layers": []},
+        {"name": "c", "conv_filters": [8], "fc_layers": [], "max_pool": False, "stride": 2}],
+        resources={"workers_per_trial": 2, "cpus_per_worker": 1})  # one trial at a time
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(sweep, tmp_path):
+    proc = _start(sweep)
+    try:
+        _wait_for(proc, "a: finished")
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-sweep
+        proc.wait(30)
+    finally:
+        _cleanup(proc)
+    run = (tmp_path / "runs" / "latest").resolve()
+    assert not (run / "trials.parquet").exists()  # nothing half-written that looks finished
+    resumed = subprocess.run([CNNC, "submit", "--resume", str(run), "--no-dashboard", "--no-report",
+                              "--num-cpus", "2"], capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "a: epoch" not in resumed.stdout and "a: test accuracy" not in resumed.stdout  # not run again
+    full = subprocess.run([CNNC, "submit", str(sweep), "--no-dashboard", "--no-report", "--num-cpus", "2",
+                           "--set", f"output.root={tmp_path / 'again'}"], capture_output=True, text=True, timeout=400)
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert _tables(run) == _tables((tmp_path / "again" / "latest").resolve())
+    assert _tables(run)[1] == [(t, e) for t in "abc" for e in (1, 2)]
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sweep, tmp_path):
+    proc = _start(sweep)
+    try:
+        _wait_for(proc, "a: epoch 1/2")
+        os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _cleanup(proc)
+    assert proc.returncode == 130, out
+    assert "cnnc submit --resume" in out and "Traceback" not in out
+    run = (tmp_path / "runs" / "latest").resolve()
+    assert yaml.safe_load((run / "run.json").read_text())["state"] == "interrupted"
