@@ -218,3 +218,27 @@ def test_stats_gathered_while_decoding_match_a_recount(packed, tmp_path):
     next(src.rglob("*.JPEG")).write_bytes(b"broken")  # a failure: split and stats worked out again
     d = open_packed(prepare(src, tmp_path / "out")[0])
     assert (list(d.mean), list(d.std)) == channel_stats(d.images, stats_sample(d.split))
+
+
+def test_unreadable_class_folder_is_skipped_and_listed(tmp_path):
+    """Root reads everything, so the child process drops the capabilities that let it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and util-linux's setpriv to make a folder unreadable to the test")
+    src = write_folders(tmp_path / "src")
+    (src / WNIDS[2]).chmod(0)
+    code = ("import sys; from pathlib import Path; from cnn_cluster.data.miniimagenet import prepare; "
+            "prepare(Path(sys.argv[1]), Path(sys.argv[2]))")
+    try:
+        done = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-c",
+                               code, str(src), str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    finally:
+        (src / WNIDS[2]).chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "prepare-report.json").read_text())
+    assert {"file": WNIDS[2], "reason": "unreadable folder"} in report["skipped"]
+    assert open_packed(tmp_path / "out").num_classes == len(WNIDS) - 1
