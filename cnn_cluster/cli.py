@@ -69,6 +69,8 @@ def submit(
         run = new_run_dir(cfg)
         ensure_not_a_run(run.root)
     previous = signal.signal(signal.SIGTERM, _as_interrupt)  # a SLURM time limit sends SIGTERM
+    # Ctrl-C interrupts even where the shell started us with SIGINT ignored (background jobs).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard)
     except KeyboardInterrupt:
@@ -77,6 +79,7 @@ def submit(
         raise typer.Exit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     typer.echo(f"results: {outcome.run.root}  ({outcome.finished} finished, {outcome.failed} failed)")
     if report and outcome.best:
         _print_report(outcome.run.root)
