@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -18,15 +17,31 @@ from test_resume import _cleanup, _start, _wait_for
 pytestmark = pytest.mark.slow
 
 
-def _train_worker(driver: int, timeout: float = 60) -> psutil.Process:
-    """The Ray Train worker among the driver's own descendants (never anyone else's)."""
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def _train_worker(driver: int, timeout: float = 60) -> int:
+    """The Ray Train worker among the driver's own descendants (never anyone else's), by PID."""
     end = time.time() + timeout
     while time.time() < end:
-        for p in psutil.Process(driver).children(recursive=True):
+        for pid in _descendants(driver):
             try:
-                if "RayTrainWorker" in " ".join(p.cmdline()):
-                    return p
-            except psutil.NoSuchProcess:
+                if b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
                 continue
         time.sleep(0.2)
     raise AssertionError("no RayTrainWorker process under the driver")
@@ -40,8 +55,7 @@ def test_killed_worker_restarts_from_checkpoint(tmp_path):
     proc = _start(path)
     try:
         _wait_for(proc, "a: epoch 1/4")
-        victim = _train_worker(proc.pid)
-        os.kill(victim.pid, signal.SIGKILL)  # mid-trial, after the first checkpoint
+        os.kill(_train_worker(proc.pid), signal.SIGKILL)  # mid-trial, after the first checkpoint
         out, _ = proc.communicate(timeout=300)
     finally:
         _cleanup(proc)
@@ -64,7 +78,7 @@ def test_trial_failing_too_often_is_marked_failed_and_others_finish(tmp_path):
     proc = _start(path)
     try:
         _wait_for(proc, "a: epoch 1/3")
-        os.kill(_train_worker(proc.pid).pid, signal.SIGKILL)  # no restarts allowed
+        os.kill(_train_worker(proc.pid), signal.SIGKILL)  # no restarts allowed
         out, _ = proc.communicate(timeout=300)
     finally:
         _cleanup(proc)
