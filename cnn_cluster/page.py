@@ -85,9 +85,25 @@ def _what_was_run(run: RunDir, state: dict) -> Section:
         ["Versions", ", ".join(f"{k} {val}" for k, val in v.items())],
         ["Wall time", f"sweep {state.get('sweep_seconds', 0):.0f} s"
                       + (f", occlusion {state['occlusion_seconds']:.0f} s" if "occlusion_seconds" in state else "")],
-        ["Config", "config.yaml in the run folder (rerun any row with it)"],
+        ["Config", _config_summary(run)],
     ]
     return Section("What was run", [Table(["", ""], rows)])
+
+
+def _config_summary(run: RunDir) -> str:
+    """The sweep's defaults and resources in one line (config.yaml in the run folder has it all)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(run.config.read_text())
+    except (OSError, yaml.YAMLError):
+        return "config.yaml unreadable"
+    t, r = cfg.get("train", {}), cfg.get("resources", {})
+    return (f"{cfg.get('name')}: {len(cfg.get('experiments') or [])} experiments; defaults {t.get('optimizer')} "
+            f"lr {t.get('lr')}, batch {t.get('batch_size')}, {t.get('epochs')} epochs, scheduler {t.get('scheduler')}, "
+            f"augmentation {t.get('augmentation')}, batch norm {t.get('batch_norm')}, dropout {t.get('dropout')}; "
+            f"{r.get('workers_per_trial')} worker(s) x {r.get('cpus_per_worker')} CPU per trial "
+            "(config.yaml in the run folder reruns any row)")
 
 
 def _experiments(trials: list[dict], best: Optional[str]) -> Section:

@@ -55,6 +55,7 @@ def test_page_sections_and_markdown(run):
     positions = [text.index(f"<h2>{s}</h2>") for s in order]
     assert positions == sorted(positions)
     assert "http://" not in text and "https://" not in text  # self-contained
+    assert "tiny: 2 experiments; defaults adam lr 0.001, batch 16, 2 epochs" in text  # the config summary
     readme = (run.report / "README.md").read_text()
     for line in readme.splitlines():
         if line.startswith("!["):
