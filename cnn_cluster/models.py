@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import Experiment, ModelConfig
 from .errors import ConfigError
 
 
@@ -95,15 +95,13 @@ def build_model(cfg: ModelConfig, num_classes: int, image_size: int, batch_norm:
     return CNN(cfg, num_classes, image_size, batch_norm, dropout)
 
 
-def load_trained(path, num_classes: int, image_size: int) -> tuple[CNN, "Experiment"]:
+def load_trained(path, num_classes: int, image_size: int) -> tuple[CNN, Experiment]:
     """A trial's saved best weights (``checkpoints/<trial>.pt``), in eval mode.
 
     Loaded with ``weights_only=True``: a checkpoint cannot run code. A checkpoint
     whose weights do not fit the recipe saved with it is refused in one line.
     """
     from pathlib import Path
-
-    from .config import Experiment
 
     path = Path(path)
     try:

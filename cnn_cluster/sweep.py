@@ -25,7 +25,7 @@ from .data import PackedDataset
 from .errors import CnncError
 from .models import shapes
 from .progress import Progress
-from .results import RunDir
+from .results import RunDir, write_json
 from .train import CHECKPOINT_FILE, Arrays, train_loop
 
 # A trial driver only waits on its trainer; Tune rejects 0 CPUs, so it takes a
@@ -129,10 +129,8 @@ def _keep_best(ckpt_dir: str, out: Path, exp: dict, final: dict) -> None:
     tmp.replace(out)
     for name in ("test_index.npy", "test_probs.npy"):
         shutil.copyfile(Path(ckpt_dir) / name, out.with_name(f"{out.stem}.{name}"))
-    for suffix, payload in (("epochs", state["history"]), ("final", final)):
-        path = out.with_name(f"{out.stem}.{suffix}.json")
-        path.with_suffix(".tmp").write_text(json.dumps(payload, default=float))
-        path.with_suffix(".tmp").replace(path)
+    write_json(out.with_name(f"{out.stem}.epochs.json"), state["history"])
+    write_json(out.with_name(f"{out.stem}.final.json"), final)
 
 
 # --------------------------------------------------------------------------- the sweep

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -232,7 +232,6 @@ def _report(metrics: dict, state: dict, model: nn.Module, opt: torch.optim.Optim
 def _final_test(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, state: dict, device: torch.device,
                 rank: int, world: int) -> None:
     """Evaluate the best-validation weights on the test split; rank 0 keeps all predictions."""
-    import ray.train
 
     model.load_state_dict(state["best_model"])
     test_idx = np.flatnonzero(arrays.split == 2)

@@ -1,7 +1,6 @@
 """mini-ImageNet layouts: each packs to the same arrays, split rules, idempotence, bad data."""
 
 import hashlib
-import io
 import json
 
 import numpy as np

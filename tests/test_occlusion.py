@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnn_cluster.config import DataConfig, ModelConfig, OcclusionConfig, validate
+from cnn_cluster.config import DataConfig, ModelConfig, OcclusionConfig
 from cnn_cluster.data import load_dataset
 from cnn_cluster.models import build_model
 from cnn_cluster.occlusion import (box_scores, fill_values, grid_size, occlusion_map, select_images,
