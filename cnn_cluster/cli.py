@@ -40,6 +40,12 @@ def _friendly(fn: Callable) -> Callable:
 
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="Sweep YAML (see configs/). Omit with --resume.",
                                                      show_default=False)]
+AddressOpt = Annotated[Optional[str], typer.Option(
+    "--address", envvar="RAY_ADDRESS", show_default=False,
+    help="A running cluster: http://HOST:8265 submits a Ray Job; HOST:PORT or 'auto' attaches this process.")]
+TokenOpt = Annotated[Optional[Path], typer.Option(
+    "--token-file", envvar="RAY_AUTH_TOKEN_PATH", show_default=False,
+    help="The cluster's Ray auth token file (token authentication).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="FIELD=VALUE",
                                                      help="Override a config field, e.g. train.lr=0.01 (repeatable).")]
 
@@ -53,12 +59,23 @@ def submit(
     num_cpus: Annotated[Optional[int], typer.Option(help="CPUs of the embedded local Ray (default: all).")] = None,
     dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard (127.0.0.1:8265).")] = True,
     report: Annotated[bool, typer.Option(help="Build the report when the sweep ends.")] = True,
+    address: AddressOpt = None,
+    token_file: TokenOpt = None,
 ) -> None:
-    """Train every experiment of CONFIG as a Ray Tune trial with Ray Train workers."""
+    """Train every experiment of CONFIG as a Ray Tune trial with Ray Train workers.
+
+    Without --address on an embedded local Ray; with http://HOST:8265 as a Ray Job
+    on that cluster (prints the job id; follow it with cnnc logs JOB --follow).
+    """
     from .config import load_config
+    from .remote import is_jobs_address, use_token
     from .results import open_run
     from .submit import ensure_not_a_run, new_run_dir, submit as run_submit
 
+    use_token(token_file)
+    if is_jobs_address(address):
+        _submit_job(config, set_ or [], resume, address)
+        return
     if resume is not None:
         run = open_run(resume)
         cfg = load_config(run.config, set_ or [])
@@ -72,7 +89,8 @@ def submit(
     # Ctrl-C interrupts even where the shell started us with SIGINT ignored (background jobs).
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard)
+        outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard,
+                             address=address)
     except KeyboardInterrupt:
         _shutdown_ray()
         typer.echo(f"\ninterrupted; continue with: cnnc submit --resume {run.root}")
@@ -85,6 +103,76 @@ def submit(
         _print_report(outcome.run.root)
     if outcome.failed and not outcome.best:
         raise typer.Exit(1)
+
+
+def _submit_job(config: Optional[Path], overrides: list[str], resume: Optional[Path], address: str) -> None:
+    from .config import load_config
+    from .remote import absolute_paths, submit_job
+    from .submit import new_run_dir
+
+    if resume is not None:
+        raise CnncError("--resume with a Jobs address: resume on the cluster with "
+                        "python jobs/sweep.py --resume RUN_DIR (or cnnc submit --resume from a node)")
+    if config is None:
+        raise CnncError("give a CONFIG file (e.g. configs/sweep.yaml)")
+    cfg = absolute_paths(load_config(config, overrides))
+    job = submit_job(cfg, new_run_dir(cfg).root, address)
+    typer.echo(f"submitted job {job.job_id} to {address}")
+    typer.echo(f"results will land in {job.run_dir} (a path on the cluster's filesystem)")
+    typer.echo(f"follow it: cnnc logs {job.job_id} --follow --address {address}")
+
+
+jobs_help = "Job id printed by cnnc submit --address."
+
+
+@app.command()
+@_friendly
+def status(job: Annotated[str, typer.Argument(help=jobs_help)], address: AddressOpt = None,
+           token_file: TokenOpt = None) -> None:
+    """State of a sweep submitted as a Ray Job (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from .remote import status as job_status
+
+    info = job_status(_jobs_address(address, token_file), job)
+    typer.echo(f"{info['job_id']}: {info['status']}" + (f"  ({info['message']})" if info["message"] else ""))
+    if info["run_dir"]:
+        typer.echo(f"results: {info['run_dir']}")
+
+
+@app.command()
+@_friendly
+def logs(job: Annotated[str, typer.Argument(help=jobs_help)], address: AddressOpt = None,
+         token_file: TokenOpt = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends.")] = False) -> None:
+    """Output of a sweep submitted as a Ray Job."""
+    from .remote import follow as follow_logs, logs as job_logs
+
+    addr = _jobs_address(address, token_file)
+    if follow:
+        follow_logs(addr, job, lambda chunk: typer.echo(chunk, nl=False))
+    else:
+        typer.echo(job_logs(addr, job), nl=False)
+
+
+@app.command()
+@_friendly
+def stop(job: Annotated[str, typer.Argument(help=jobs_help)], address: AddressOpt = None,
+         token_file: TokenOpt = None) -> None:
+    """Stop a sweep submitted as a Ray Job; its finished trials stay in the run folder."""
+    from .remote import stop as stop_job
+
+    stopped = stop_job(_jobs_address(address, token_file), job)
+    typer.echo(f"{job}: {'stop requested' if stopped else 'already ended'}")
+
+
+def _jobs_address(address: Optional[str], token_file: Optional[Path]) -> str:
+    from .remote import is_jobs_address, use_token
+
+    if not address:
+        raise CnncError("--address: give the cluster's dashboard, e.g. http://127.0.0.1:8265 (or set RAY_ADDRESS)")
+    if not is_jobs_address(address):
+        raise CnncError(f"--address {address}: the Jobs API needs the dashboard's http://HOST:PORT address")
+    use_token(token_file)
+    return address
 
 
 def _as_interrupt(signum, frame) -> None:

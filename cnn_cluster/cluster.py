@@ -93,3 +93,10 @@ def _dashboard_url() -> Optional[str]:
     except Exception:  # noqa: BLE001 - no dashboard is a normal state
         return None
     return f"http://{url}" if url else None
+
+
+def node_id() -> str:
+    """This process's Ray node, shortened: several nodes on one host share its name."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12]

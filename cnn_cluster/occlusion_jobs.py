@@ -17,6 +17,7 @@ import numpy as np
 import ray
 import torch
 
+from .cluster import node_id
 from .config import OcclusionConfig
 from .data import PackedDataset
 from .errors import CnncError
@@ -38,7 +39,8 @@ class Occluder:
         m = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         s = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         res = occlusion_map(self.model, (x - m) / s, targets, mean=self.mean, std=self.std, **opts)
-        return key, res.maps.numpy(), res.clean.numpy(), socket.gethostname() + f":{os.getpid()}"
+        where = (socket.gethostname() + f":{os.getpid()}", node_id())
+        return key, res.maps.numpy(), res.clean.numpy(), where
 
 
 def check_window(cfg: OcclusionConfig, image_size: int) -> None:
@@ -76,10 +78,10 @@ def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict]
         f"fill {cfg.fill}, {method} path")
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        key, maps, clean, node = ray.get(done[0])
-        results[key] = (maps[0], float(clean[0]), node)
+        key, maps, clean, where = ray.get(done[0])
+        results[key] = (maps[0], float(clean[0]), where)
         say(f"[{time.time() - t0:5.1f}s] occlusion {len(results)}/{len(work)}: image {work[key][0]} "
-            f"class {work[key][2]} on {node}")
+            f"class {work[key][2]} on {where[0]} (node {where[1]})")
     for a in pool:
         ray.kill(a)
     return [_row(trial, work[i], *results[i], data, preds, cfg) for i in range(len(work))]
@@ -90,7 +92,7 @@ def _default_workers(maps: int) -> int:
     return max(1, min(maps, cpus, 8))
 
 
-def _row(trial: str, w: tuple, pmap: np.ndarray, clean: float, node: str, data: PackedDataset,
+def _row(trial: str, w: tuple, pmap: np.ndarray, clean: float, where: tuple[str, str], data: PackedDataset,
          preds: list[dict], cfg: OcclusionConfig) -> dict:
     index, true, target, kind = w
     pred = next(p["pred"] for p in preds if p["index"] == index)
@@ -104,5 +106,6 @@ def _row(trial: str, w: tuple, pmap: np.ndarray, clean: float, node: str, data: 
         "map": pmap.astype(np.float32).ravel().tolist(), "min_prob": float(pmap.min()),
         "min_y": int(iy) * cfg.stride, "min_x": int(ix) * cfg.stride,
         "box": box if scores else None, "object_share": scores.get("object_share"),
-        "box_share": scores.get("box_share"), "pointing": scores.get("pointing"), "node": node,
+        "box_share": scores.get("box_share"), "pointing": scores.get("pointing"), "node": where[0],
+        "node_id": where[1],
     }

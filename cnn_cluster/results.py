@@ -49,7 +49,8 @@ TRIALS_SCHEMA = pa.schema([
     ("train_seconds", pa.float64()),
     ("images_per_s", pa.float64()),
     ("workers", pa.int32()),
-    ("node", pa.string()),
+    ("node", pa.string()),  # host name of the trial's rank-0 worker
+    ("node_id", pa.string()),  # its Ray node id: tells apart several nodes on one host
 ])
 
 EPOCHS_SCHEMA = pa.schema([
@@ -85,7 +86,8 @@ OCCLUSION_SCHEMA = pa.schema([
     ("object_share", pa.float32()),  # share of the confidence drop on windows centred in the box
     ("box_share", pa.float32()),  # share of window centres in the box
     ("pointing", pa.bool_()),  # the largest drop lies inside the box
-    ("node", pa.string()),
+    ("node", pa.string()),  # host:pid of the actor that drew the map
+    ("node_id", pa.string()),  # its Ray node id
 ])
 
 PREDICTIONS_SCHEMA = pa.schema([

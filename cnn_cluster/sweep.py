@@ -237,6 +237,7 @@ def _trial_row(exp: Experiment, result: Any, epochs: list[dict], data: PackedDat
         "train_seconds": float(sum(e["seconds"] for e in epochs)),
         "images_per_s": float(np.mean([e["images_per_s"] for e in epochs])) if epochs else None,
         "node": final.get("node"),
+        "node_id": final.get("node_id"),
     }
 
 

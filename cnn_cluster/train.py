@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cluster import node_id
 from .config import Experiment, TrainConfig
 from .models import build_model
 
@@ -218,7 +219,7 @@ def _report(metrics: dict, state: dict, model: nn.Module, opt: torch.optim.Optim
     """Every rank reports (a barrier); rank 0 alone attaches the checkpoint."""
     import ray.train
 
-    metrics = {**metrics, "node": socket.gethostname(), "pid": os.getpid()}
+    metrics = {**metrics, "node": socket.gethostname(), "node_id": node_id(), "pid": os.getpid()}
     if rank != 0:
         ray.train.report(metrics)
         return

@@ -1,34 +1,71 @@
 """Entry point that runs a sweep on an already running Ray cluster (Ray Jobs, a SLURM allocation).
 
-    RAY_ADDRESS=<gcs host:port or auto> python jobs/sweep.py CONFIG [--set FIELD=VALUE ...]
+    RAY_ADDRESS=<gcs host:port or auto> python jobs/sweep.py CONFIG [--set FIELD=VALUE ...] [--run-dir DIR]
+    RAY_ADDRESS=... python jobs/sweep.py --resume RUN_DIR
 
 The same work as ``cnnc submit``, attached to the cluster instead of starting an
-embedded one. Exit code 2 with one line on a bad config, like the CLI.
+embedded one (``cnnc submit --address http://HOST:8265`` submits this file as a
+Ray Job). Exit code 2 with one line on a bad config, like the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import pkgutil
 import sys
+import tempfile
+from pathlib import Path
+
+import cnn_cluster
 
 from cnn_cluster.config import load_config
 from cnn_cluster.errors import CnncError
-from cnn_cluster.submit import submit
+from cnn_cluster.results import RunDir, open_run
+from cnn_cluster.submit import ensure_not_a_run, submit
+
+
+def _leave_working_dir() -> None:
+    """Import the whole package, then leave the job's working_dir.
+
+    Ray deletes a job's working_dir once the worker processes that shared it exit,
+    while this driver still runs in it (seen with Ray 2.60: the sweep's last step
+    failed in os.getcwd()); code imported later would be gone too.
+    """
+    for mod in pkgutil.walk_packages(cnn_cluster.__path__, "cnn_cluster."):
+        importlib.import_module(mod.name)
+    os.chdir(tempfile.gettempdir())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config")
+    parser.add_argument("config", nargs="?")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--run-dir", type=Path, help="the run folder (default: <output root>/<name>-<timestamp>)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run folder")
     args = parser.parse_args(argv)
+    if args.config:
+        args.config = str(Path(args.config).resolve())
+    if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        _leave_working_dir()
+    address = os.environ.get("RAY_ADDRESS", "auto")
     try:
-        cfg = load_config(args.config, args.overrides)
-        outcome = submit(cfg, address=os.environ.get("RAY_ADDRESS", "auto"))
+        if args.resume:
+            run = open_run(args.resume)
+            outcome = submit(load_config(run.config, args.overrides), run=run, resume=True, address=address)
+        elif args.config:
+            cfg = load_config(args.config, args.overrides)
+            run = RunDir(args.run_dir) if args.run_dir else None
+            if run is not None:
+                ensure_not_a_run(run.root)
+            outcome = submit(cfg, run=run, address=address)
+        else:
+            raise CnncError("give a CONFIG file or --resume RUN_DIR")
     except CnncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"results: {outcome.run.root}  ({outcome.finished} finished, {outcome.failed} failed)")
+    print(f"results: {outcome.run.root}  ({outcome.finished} finished, {outcome.failed} failed)", flush=True)
     return 0 if outcome.best else 1
 
 

@@ -1,0 +1,129 @@
+"""A real multi-process Ray cluster for tests: a head and extra nodes started with ``ray start``.
+
+Each node gets its own ports and the cluster its own temp dir and token file, as
+slurm/ray-cluster.sbatch does; everything is stopped by PID (never ``ray stop``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+class RayCluster:
+    def __init__(self, root: Path, head_cpus: int = 1, token: bool = True):
+        self.root = root
+        self.temp = Path(f"/tmp/cnnc-t-{secrets.token_hex(3)}")
+        self.token_file = root / "auth_token"
+        self.procs: list[subprocess.Popen] = []
+        self.env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_DISABLE_USAGE_STATS": "1"}
+        for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+            self.env.pop(key, None)
+        if token:
+            old = os.umask(0o077)
+            self.token_file.write_text(secrets.token_hex(32))
+            os.umask(old)
+            self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file))
+        else:
+            self.env["RAY_AUTH_MODE"] = "disabled"
+        gcs, dash, client = free_ports(3)
+        self.address = f"127.0.0.1:{gcs}"
+        self.dashboard = f"http://127.0.0.1:{dash}"
+        self._start("head", ["--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
+                             "--dashboard-port", str(dash), "--ray-client-server-port", str(client),
+                             "--num-cpus", str(head_cpus)])
+        self._wait_dashboard()
+
+    def _start(self, name: str, args: list[str]) -> None:
+        nm, om, al, ag, me, re_, wmin = free_ports(7)
+        cmd = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
+               "--temp-dir", str(self.temp), "--node-manager-port", str(nm), "--object-manager-port", str(om),
+               "--dashboard-agent-listen-port", str(al), "--dashboard-agent-grpc-port", str(ag),
+               "--metrics-export-port", str(me), "--runtime-env-agent-port", str(re_),
+               "--object-store-memory", str(300 * 1024 * 1024), *args]
+        log = open(self.root / f"ray-{name}.log", "w")
+        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True))
+
+    def add_node(self, cpus: int = 1) -> None:
+        before = self.alive_nodes()
+        self._start(f"node{len(self.procs)}", ["--address", self.address, "--num-cpus", str(cpus)])
+        end = time.time() + 90
+        while self.alive_nodes() <= before:
+            if time.time() > end:
+                raise TimeoutError(f"second node did not join; see {self.root}")
+            time.sleep(1)
+
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"} if self.token_file.exists() else {}
+
+    def alive_nodes(self) -> int:
+        import json
+
+        req = urllib.request.Request(f"{self.dashboard}/nodes?view=summary", headers=self.headers())
+        with urllib.request.urlopen(req, timeout=10) as r:
+            data = json.loads(r.read())
+        return sum(n["raylet"]["state"] == "ALIVE" for n in data["data"]["summary"])
+
+    def _wait_dashboard(self) -> None:
+        end = time.time() + 120
+        while time.time() < end:
+            try:
+                if self.alive_nodes() >= 1:
+                    return
+            except OSError:
+                pass
+            if any(p.poll() is not None for p in self.procs):
+                break
+            time.sleep(1)
+        self.stop()
+        raise TimeoutError(f"Ray head did not come up; see {self.root / 'ray-head.log'}")
+
+    def pids(self) -> list[int]:
+        """Every live process of this cluster: the ones whose command line names its temp dir."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if str(self.temp).encode() in (proc / "cmdline").read_bytes():
+                        found.append(int(proc.name))
+                except OSError:
+                    continue
+        return found
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        end = time.time() + 20
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, end - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        for pid in self.pids():  # stragglers of our own cluster only
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

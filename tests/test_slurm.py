@@ -1,0 +1,105 @@
+"""slurm/ray-cluster.sbatch on a real SLURM (munge, slurmctld, slurmd on localhost)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnn_cluster.results import RunDir, get_state, read_table
+
+from slurm_local import LocalSlurm, unavailable
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "slurm" / "ray-cluster.sbatch"
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    s = LocalSlurm(tmp_path_factory.mktemp("slurm-daemons"))
+    yield s
+    s.stop()
+
+
+def _config(tmp_path: Path, epochs: int) -> Path:
+    cfg = {
+        "name": "slurm",
+        "data": {"synthetic": {"classes": 4, "images_per_class": 24}},
+        "train": {"epochs": epochs, "batch_size": 16},
+        "experiments": [{"name": "a", "conv_filters": [4], "fc_layers": [8]}],
+        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+        "output": {"root": str(tmp_path / "runs")},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SLURM_"))}
+    return {**env, "CNNC_VENV": str(Path(sys.executable).parent.parent)}
+
+
+def _job_processes(job: str) -> list[str]:
+    marker = f"/tmp/cnnc-ray-{job}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
+                found.append(proc.name)
+        except OSError:
+            continue
+    return found
+
+
+def test_sbatch_runs_a_sweep(slurm, tmp_path):
+    cfg = _config(tmp_path, epochs=1)
+    r = subprocess.run(["sbatch", "--wait", "--parsable", f"--chdir={tmp_path}", str(SCRIPT), str(cfg),
+                        "--set", "train.lr=0.002"],
+                       capture_output=True, text=True, env=_env(), timeout=400)
+    job = r.stdout.strip().split(";")[0]
+    log = (tmp_path / f"cnnc-{job}.out").read_text() if job else ""
+    assert r.returncode == 0, f"{r.stderr}\n{log}"
+    assert "1 node(s) joined" in log and "ssh -N -L 8265:127.0.0.1:" in log
+    run = next((tmp_path / "runs").glob("slurm-*"))
+    assert get_state(RunDir(run))["state"] == "finished"
+    trials = read_table(run / "trials.parquet")
+    assert [t["status"] for t in trials] == ["finished"] and trials[0]["lr"] == pytest.approx(0.002)
+    assert (tmp_path / ".cnnc-jobs" / job / "ray-head.log").is_file()
+    assert not (tmp_path / ".cnnc-jobs" / job / "auth_token").exists()  # removed with the cluster
+    assert not _job_processes(job)  # the job stopped its Ray cluster
+
+
+def test_scancel_leaves_no_ray_process(slurm, tmp_path):
+    cfg = _config(tmp_path, epochs=200)
+    r = subprocess.run(["sbatch", "--parsable", f"--chdir={tmp_path}", str(SCRIPT), str(cfg)],
+                       capture_output=True, text=True, env=_env(), check=True)
+    job = r.stdout.strip().split(";")[0]
+    out = tmp_path / f"cnnc-{job}.out"
+    end = time.time() + 240
+    while time.time() < end and "a: started" not in (out.read_text() if out.exists() else ""):
+        time.sleep(1)
+    assert _job_processes(job), f"no Ray process of job {job} while it trains:\n{out.read_text()}"
+    token = tmp_path / ".cnnc-jobs" / job / "auth_token"
+    assert token.stat().st_mode & 0o077 == 0  # the per-job token: readable by the user only
+    subprocess.run(["scancel", job], check=True)
+    end = time.time() + 60
+    while time.time() < end and (_job_processes(job) or _in_queue(job)):
+        time.sleep(1)
+    assert not _in_queue(job)
+    assert not _job_processes(job), out.read_text()
+    assert "stopping the processes this job started" in out.read_text()
+
+
+def _in_queue(job: str) -> bool:
+    r = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True)
+    return bool(r.stdout.strip())
