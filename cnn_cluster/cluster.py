@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
+from .errors import CnncError
+
 # Why each one (measured in docs/performance.md):
 RAY_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # an extra actor per run; nothing preempts a laptop
@@ -55,6 +57,8 @@ def ensure_ray(num_cpus: Optional[int] = None, dashboard: bool = False, object_s
     import ray
 
     apply_env()
+    if address:
+        check_reachable(address)
     if not ray.is_initialized():
         kwargs = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True,
                       runtime_env={"env_vars": dict(RAY_ENV)})
@@ -67,6 +71,44 @@ def ensure_ray(num_cpus: Optional[int] = None, dashboard: bool = False, object_s
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return cluster_info()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT nobody listens on fails here in seconds; ray.init would retry for a minute."""
+    import socket
+
+    if address in ("auto", "local") or ":" not in address or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise CnncError(f"--address {address}: no Ray cluster answers there ({getattr(exc, 'strerror', None) or exc})"
+                        ) from None
+
+
+def ray_is_running() -> bool:
+    """Ray already initialised in this process (a test session, a notebook)."""
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def check_local_gpus(res) -> None:
+    """Before an embedded Ray starts: a GPU config on a machine without one fails here, clearly."""
+    if res.gpus_per_worker <= 0:
+        return
+    import torch
+
+    have = torch.cuda.device_count()
+    if have == 0:
+        raise CnncError(f"resources.gpus_per_worker: {res.gpus_per_worker:g} GPU(s) per worker requested, but this "
+                        f"machine has no CUDA GPU; set it to 0, or submit to a cluster with GPUs (--address)")
+    need = res.workers_per_trial * res.gpus_per_worker
+    if need > have:
+        raise CnncError(f"resources: one trial needs {need:g} GPUs ({res.workers_per_trial} workers x "
+                        f"{res.gpus_per_worker:g}) but this machine has {have}")
 
 
 def cluster_info() -> ClusterInfo:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from . import __version__
-from .cluster import ensure_ray
+from .cluster import check_local_gpus, ensure_ray, ray_is_running
 from .config import OcclusionConfig, SweepConfig, dump_config, load_config
 from .data import PackedDataset, load_dataset, open_packed
 from .errors import CnncError
@@ -55,10 +55,14 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         from .occlusion_jobs import check_window
 
         check_window(cfg.occlusion, data.image_size)
+    if address is None and not ray_is_running():
+        check_local_gpus(cfg.resources)
     cluster = ensure_ray(num_cpus=num_cpus, dashboard=dashboard, address=address)
     p = plan_concurrency(cfg, exps, cluster)
     if run is None:
         run = new_run_dir(cfg)
+    if not resume:
+        ensure_not_a_run(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
     _link_latest(run)
     write_text(run.config, dump_config(cfg))
@@ -159,6 +163,11 @@ def _dataset_summary(data) -> dict:
 
 
 def ensure_not_a_run(path: Path) -> None:
-    """Refuse to write into a folder that already holds another run."""
-    if (Path(path) / "config.yaml").exists():
+    """Refuse to write into a folder that already holds another run, or to nest runs inside one."""
+    path = Path(path)
+    if (path / "config.yaml").exists():
         raise CnncError(f"{path}: already holds a run; use --resume {path} or another output name")
+    for parent in path.parents:
+        if (parent / "config.yaml").is_file() and (parent / "run.json").is_file():
+            raise CnncError(f"output.root: {parent} holds another run; runs go beside each other "
+                            f"(use its parent folder), or continue it with --resume {parent}")

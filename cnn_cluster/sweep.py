@@ -90,7 +90,7 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
     """One Tune trial: fit a TorchTrainer for one experiment, keep its best weights."""
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     exp = config["experiment"]
@@ -101,6 +101,7 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"]},
+        torch_config=TorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=resources["workers"], use_gpu=resources["gpus"] > 0,
             resources_per_worker={"CPU": resources["cpus"], **({"GPU": resources["gpus"]} if resources["gpus"] else {})},

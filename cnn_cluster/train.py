@@ -7,11 +7,14 @@ same code; ``train_loop`` wraps them with Ray Train's report/checkpoint calls.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import os
 import socket
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -43,11 +46,48 @@ class Arrays:
 # --------------------------------------------------------------------------- pure torch
 
 
-def to_input(batch: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
+# A GPU keeps the images in its memory when they take at most this share of what is free.
+GPU_DATA_SHARE = 0.5
+
+
+def gather(images: np.ndarray | torch.Tensor, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The uint8 NHWC images ``idx`` on ``device``.
+
+    Images already placed on the device are indexed there (no host copy); from the host,
+    a GPU gets them through pinned memory so the copy overlaps with compute.
+    """
+    if isinstance(images, torch.Tensor):
+        return images[torch.from_numpy(idx).to(images.device)]
+    batch = torch.from_numpy(np.ascontiguousarray(images[idx]))
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)
+
+
+def to_input(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 NHWC -> normalised float NCHW in channels_last memory (no copy of the layout)."""
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    x = batch.permute(0, 3, 1, 2).float().div_(255.0)
     return x.sub_(mean).div_(std)
+
+
+def place(arrays: Arrays, device: torch.device) -> Arrays:
+    """On a GPU, move the images into its memory once, where they fit; elsewhere, as they are."""
+    if device.type != "cuda":
+        return arrays
+    free, _ = torch.cuda.mem_get_info(device)
+    if arrays.images.nbytes > GPU_DATA_SHARE * free:
+        return arrays
+    with warnings.catch_warnings():  # the object store's arrays are read-only; we only read them
+        warnings.simplefilter("ignore", UserWarning)
+        images = torch.from_numpy(arrays.images).to(device)
+    return dataclasses.replace(arrays, images=images)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs that support it; full precision elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -100,12 +140,13 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, ba
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(step0 + i, total_steps, cfg.warmup_epochs * len(batches),
                                              cfg.scheduler == "cosine")
-        x = to_input(arrays.images[idx], mean, std, device)
+        x = to_input(gather(arrays.images, idx, device), mean, std)
         if cfg.augmentation == "flip_crop":
             x = augment(x, generator)
-        y = torch.from_numpy(arrays.labels[idx]).to(device)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        y = torch.from_numpy(arrays.labels[idx]).to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -121,8 +162,11 @@ def predict(model: nn.Module, arrays: Arrays, indices: np.ndarray, device: torch
     """Softmax probabilities for ``indices`` (eval mode), on the CPU."""
     mean, std = _stats(arrays, device)
     model.eval()
-    out = [F.softmax(model(to_input(arrays.images[indices[i:i + batch]], mean, std, device)).float(), 1).cpu()
-           for i in range(0, len(indices), batch)]
+    out = []
+    for i in range(0, len(indices), batch):
+        with autocast(device):
+            logits = model(to_input(gather(arrays.images, indices[i:i + batch], device), mean, std))
+        out.append(F.softmax(logits.float(), 1).cpu())
     return torch.cat(out) if out else torch.zeros(0, arrays.num_classes)
 
 
@@ -154,6 +198,7 @@ def train_loop(config: dict) -> None:
     exp = Experiment.model_validate(config["experiment"])
     arrays: Arrays = ray.get(config["data"][0])  # zero-copy view of the node's object store
     device = rtt.get_device()
+    arrays = place(arrays, device)
     model = build(exp, arrays, device)
     opt = make_optimizer(model, exp.train)
     state = _resume(model, opt)

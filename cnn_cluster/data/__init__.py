@@ -22,6 +22,10 @@ def load_dataset(cfg: DataConfig) -> PackedDataset:
     root = Path(cfg.root).expanduser()
     if not root.exists():
         raise CnncError(f"data.root: {root} does not exist")
+    try:
+        next(iter(root.iterdir()), None) if root.is_dir() else root.open("rb").close()
+    except PermissionError:
+        raise CnncError(f"data.root: {root} cannot be read (permission denied)") from None
     if is_packed(root):
         return open_packed(root)
     if cfg.source == "packed":
