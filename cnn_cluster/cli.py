@@ -58,6 +58,8 @@ def submit(
     resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder.")] = None,
     num_cpus: Annotated[Optional[int], typer.Option(help="CPUs of the embedded local Ray (default: all).")] = None,
     dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard (127.0.0.1:8265).")] = True,
+    dashboard_host: Annotated[str, typer.Option(
+        help="Where the embedded dashboard listens; 0.0.0.0 exposes it (token auth stays on).")] = "127.0.0.1",
     report: Annotated[bool, typer.Option(help="Build the report when the sweep ends.")] = True,
     address: AddressOpt = None,
     token_file: TokenOpt = None,
@@ -90,7 +92,7 @@ def submit(
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard,
-                             address=address)
+                             address=address, dashboard_host=dashboard_host)
     except KeyboardInterrupt:
         _shutdown_ray()
         typer.echo(f"\ninterrupted; continue with: cnnc submit --resume {run.root}")

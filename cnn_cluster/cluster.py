@@ -47,7 +47,7 @@ def apply_env() -> None:
 
 
 def ensure_ray(num_cpus: Optional[int] = None, dashboard: bool = False, object_store_mb: Optional[int] = None,
-               address: Optional[str] = None) -> ClusterInfo:
+               address: Optional[str] = None, dashboard_host: str = "127.0.0.1") -> ClusterInfo:
     """Attach to the Ray already initialised in this process, or start an embedded one.
 
     ``address`` attaches to a running cluster (``auto`` or host:port, e.g. inside
@@ -65,8 +65,11 @@ def ensure_ray(num_cpus: Optional[int] = None, dashboard: bool = False, object_s
         if address:
             ray.init(address=address, **kwargs)
         else:
+            # Ray's ports bind the machine's address, reachable from the network: token auth on,
+            # whatever Ray's default (2.60 turns it on for a local cluster; explicit is safer).
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
             mem = (object_store_mb or 1024) * 1024 * 1024
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=dashboard_host,
                      object_store_memory=mem, _temp_dir=tempfile.mkdtemp(prefix="cnnc-ray-"), **kwargs)
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)

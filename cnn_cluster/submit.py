@@ -44,7 +44,8 @@ def new_run_dir(cfg: SweepConfig) -> RunDir:
 
 
 def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False, num_cpus: Optional[int] = None,
-           dashboard: bool = False, address: Optional[str] = None, out: TextIO | None = None) -> Outcome:
+           dashboard: bool = False, address: Optional[str] = None, out: TextIO | None = None,
+           dashboard_host: str = "127.0.0.1") -> Outcome:
     """Run a sweep (or resume one) and write its tables; returns where they are."""
     from .sweep import check_experiments, collect, plan_concurrency, run_sweep
 
@@ -57,7 +58,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         check_window(cfg.occlusion, data.image_size)
     if address is None and not ray_is_running():
         check_local_gpus(cfg.resources)
-    cluster = ensure_ray(num_cpus=num_cpus, dashboard=dashboard, address=address)
+    cluster = ensure_ray(num_cpus=num_cpus, dashboard=dashboard, address=address, dashboard_host=dashboard_host)
     p = plan_concurrency(cfg, exps, cluster)
     if run is None:
         run = new_run_dir(cfg)
