@@ -65,9 +65,9 @@ def ensure_ray(num_cpus: Optional[int] = None, dashboard: bool = False, object_s
         if address:
             ray.init(address=address, **kwargs)
         else:
-            # Ray's ports bind the machine's address, reachable from the network: token auth on,
-            # whatever Ray's default (2.60 turns it on for a local cluster; explicit is safer).
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            # Ray's ports bind the machine's address, reachable from the network: Ray 2.60 turns
+            # token auth on for a local cluster by itself (tests/test_security.py checks it; the
+            # mode cannot be set here, Ray reads it once, at import).
             mem = (object_store_mb or 1024) * 1024 * 1024
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=dashboard_host,
                      object_store_memory=mem, _temp_dir=tempfile.mkdtemp(prefix="cnnc-ray-"), **kwargs)

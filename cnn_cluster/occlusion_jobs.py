@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Optional, TextIO
 
 import numpy as np
@@ -60,31 +61,71 @@ def plan_work(preds: list[dict], cfg: OcclusionConfig) -> list[tuple[int, int, i
 
 
 def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict], cfg: OcclusionConfig,
-                  trial: str, out: TextIO | None = None, workers: Optional[int] = None) -> list[dict]:
-    """Map every chosen image on Ray workers; one row per (image, target class)."""
+                  trial: str, out: TextIO | None = None, workers: Optional[int] = None,
+                  parts: Optional[Path] = None) -> list[dict]:
+    """Map every chosen image on Ray workers; one row per (image, target class).
+
+    With ``parts``, each finished map is kept there as it arrives, and maps found there
+    from an interrupted run of the same settings are not computed again.
+    """
     check_window(cfg, data.image_size)
     work = plan_work(preds, cfg)
     method = cfg.method if supports_fast(model) else "dense"
     opts = {"window": cfg.window, "stride": cfg.stride, "fill": cfg.fill, "method": method}
-    n = workers or cfg.workers or _default_workers(len(work))
-    gpu = ray.cluster_resources().get("GPU", 0) >= 1
-    actor = Occluder.options(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, scheduling_strategy="SPREAD")
-    model_ref = ray.put(model.cpu())  # once; every actor reads the same weights
-    pool = [actor.remote(model_ref, data.mean, data.std, 1) for _ in range(n)]
-    pending = [pool[i % n].run.remote(i, data.images[[w[0]]], [w[2]], opts) for i, w in enumerate(work)]
-    results, t0 = {}, time.time()
+    results = _load_parts(parts, trial, work, cfg) if parts else {}
+    todo = [i for i in range(len(work)) if i not in results]
     say = (lambda text: print(text, file=out or sys.stdout, flush=True))
-    say(f"occlusion: {len(work)} maps on {n} worker(s), window {cfg.window}, stride {cfg.stride}, "
+    if results:
+        say(f"occlusion: {len(results)} of {len(work)} maps kept from the interrupted run")
+    pool = _start_pool(model, data, workers or cfg.workers or _default_workers(len(todo)), bool(todo))
+    pending = [pool[j % len(pool)].run.remote(i, data.images[[work[i][0]]], [work[i][2]], opts)
+               for j, i in enumerate(todo)]
+    t0 = time.time()
+    say(f"occlusion: {len(todo)} maps on {len(pool)} worker(s), window {cfg.window}, stride {cfg.stride}, "
         f"fill {cfg.fill}, {method} path")
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         key, maps, clean, where = ray.get(done[0])
         results[key] = (maps[0], float(clean[0]), where)
+        if parts:
+            _save_part(parts, trial, work[key], cfg, results[key])
         say(f"[{time.time() - t0:5.1f}s] occlusion {len(results)}/{len(work)}: image {work[key][0]} "
             f"class {work[key][2]} on {where[0]} (node {where[1]})")
     for a in pool:
         ray.kill(a)
     return [_row(trial, work[i], *results[i], data, preds, cfg) for i in range(len(work))]
+
+
+def _start_pool(model: torch.nn.Module, data: PackedDataset, n: int, needed: bool) -> list:
+    if not needed:
+        return []
+    gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    actor = Occluder.options(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, scheduling_strategy="SPREAD")
+    model_ref = ray.put(model.cpu())  # once; every actor reads the same weights
+    return [actor.remote(model_ref, data.mean, data.std, 1) for _ in range(n)]
+
+
+def _part_name(trial: str, w: tuple, cfg: OcclusionConfig) -> str:
+    """A map is the same map only for the same trial, image, target and settings."""
+    return f"{trial}-{w[0]}-{w[2]}-{cfg.window}-{cfg.stride}-{cfg.fill}.npz"
+
+
+def _save_part(parts: Path, trial: str, w: tuple, cfg: OcclusionConfig, result: tuple) -> None:
+    from .results import atomic_path
+
+    with atomic_path(parts / _part_name(trial, w, cfg)) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, map=result[0], clean=result[1], where=np.array(result[2]))
+
+
+def _load_parts(parts: Path, trial: str, work: list, cfg: OcclusionConfig) -> dict:
+    found = {}
+    for i, w in enumerate(work):
+        path = parts / _part_name(trial, w, cfg)
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                found[i] = (z["map"], float(z["clean"]), tuple(str(s) for s in z["where"]))
+    return found
 
 
 def _default_workers(maps: int) -> int:

@@ -8,6 +8,7 @@ can host the sweep, so a refused submission writes nothing.
 from __future__ import annotations
 
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -116,8 +117,10 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
     ensure_ray()
     model, _ = load_trained(run.checkpoint(trial), data.num_classes, data.image_size)
     t0 = time.time()
-    rows = run_occlusion(model, data, trial_predictions(run, trial, data.labels), occ, trial, out=out)
+    parts = run.root / "occlusion.parts"  # finished maps, kept until the table is written
+    rows = run_occlusion(model, data, trial_predictions(run, trial, data.labels), occ, trial, out=out, parts=parts)
     write_table(run.occlusion, rows, OCCLUSION_SCHEMA)
+    shutil.rmtree(parts, ignore_errors=True)
     set_state(run, state.get("state", "finished"), occlusion_seconds=time.time() - t0, occlusion=occ.model_dump())
     return rows
 

@@ -116,7 +116,7 @@ class RayCluster:
         for p in self.procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        end = time.time() + 20
+        end = time.time() + 5  # a test cluster: a short grace, then SIGKILL
         for p in self.procs:
             try:
                 p.wait(timeout=max(0.1, end - time.time()))

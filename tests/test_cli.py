@@ -84,22 +84,15 @@ def test_occlude_command(ray_local, tmp_path):
     assert (tmp_path / "runs" / "latest" / "report" / "occlusion-params.md").read_text().count("|") > 10
 
 
-@pytest.mark.slow
-def test_jobs_entry_point_attaches_to_a_running_cluster(ray_local, tmp_path):
-    """jobs/sweep.py in its own process, attached to this session's Ray by address."""
-    import os
+def test_jobs_entry_point_refuses_a_bad_config_in_one_line(tmp_path):
+    """jobs/sweep.py in its own process (a real sweep through it: tests/test_cluster.py)."""
     import subprocess
     import sys
     from pathlib import Path
 
-    import ray
-
-    path = _write(tmp_path, tiny_config(tmp_path, experiments=[{"name": "a", "conv_filters": [4], "fc_layers": []}]))
+    path = _write(tmp_path, tiny_config(tmp_path))
     script = Path(__file__).resolve().parent.parent / "jobs" / "sweep.py"
-    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    done = subprocess.run([sys.executable, str(script), path], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "results:" in done.stdout and "1 finished" in done.stdout
     bad = subprocess.run([sys.executable, str(script), path, "--set", "train.lr=-1"], capture_output=True,
-                         text=True, env=env, timeout=120)
+                         text=True, timeout=120)
     assert bad.returncode == 2 and "train.lr" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,6 +1,7 @@
 """Driver faults with real processes and real signals: SIGKILL, SIGINT, resume."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from cnn_cluster.config import load_config
+from cnn_cluster.submit import submit
 from conftest import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -61,7 +64,7 @@ def sweep(tmp_path) -> Path:
     return path
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(sweep, tmp_path):
+def test_sigkill_then_resume_matches_an_uninterrupted_run(sweep, tmp_path, ray_local):
     proc = _start(sweep)
     try:
         _wait_for(proc, "a: finished")
@@ -75,9 +78,10 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sweep, tmp_path):
                               "--num-cpus", "2"], capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "a: epoch" not in resumed.stdout and "a: test accuracy" not in resumed.stdout  # not run again
-    full = subprocess.run([CNNC, "submit", str(sweep), "--no-dashboard", "--no-report", "--num-cpus", "2",
-                           "--set", f"output.root={tmp_path / 'again'}"], capture_output=True, text=True, timeout=400)
-    assert full.returncode == 0, full.stdout + full.stderr
+    # The uninterrupted reference, in this process on the session's Ray, both trials at once
+    # (one worker each): the tables compared hold the same trials, states and epochs.
+    cfg = load_config(sweep, [f"output.root={tmp_path / 'again'}", "resources.workers_per_trial=1"])
+    assert submit(cfg, out=open(os.devnull, "w")).failed == 0
     assert _tables(run) == _tables((tmp_path / "again" / "latest").resolve())
     assert _tables(run)[1] == [(t, e) for t in "ab" for e in (1, 2)]
 
@@ -94,3 +98,29 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sweep, tmp_path):
     assert "cnnc submit --resume" in out and "Traceback" not in out
     run = (tmp_path / "runs" / "latest").resolve()
     assert yaml.safe_load((run / "run.json").read_text())["state"] == "interrupted"
+
+
+def test_resume_keeps_finished_occlusion_maps(tmp_path):
+    cfg = tiny_config(tmp_path, experiments=[{"name": "a", "conv_filters": [8], "fc_layers": []}],
+                      data={"synthetic": {"classes": 4, "images_per_class": 60}}, train={"epochs": 2},
+                      occlusion={"count": 4, "misclassified": 2, "window": 8, "stride": 1, "workers": 1})
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = _start(path)
+    try:
+        lines = _wait_for(proc, "occlusion 2/")
+        os.kill(proc.pid, signal.SIGKILL)  # the driver, mid-occlusion
+        proc.wait(30)
+    finally:
+        _cleanup(proc)
+    total = int(re.search(r"occlusion: (\d+) maps", "".join(lines)).group(1))
+    run = (tmp_path / "runs" / "latest").resolve()
+    assert not (run / "occlusion.parquet").exists()
+    resumed = subprocess.run([CNNC, "submit", "--resume", str(run), "--no-dashboard", "--no-report",
+                              "--num-cpus", "2"], capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    kept = int(re.search(r"occlusion: (\d+) of (\d+) maps kept", resumed.stdout).group(1))
+    assert kept >= 2 and f"occlusion: {total - kept} maps on" in resumed.stdout  # the rest only
+    assert "a: epoch" not in resumed.stdout  # the finished trial is not trained again
+    rows = pq.read_table(run / "occlusion.parquet").to_pylist()
+    assert len(rows) == total and not (run / "occlusion.parts").exists()

@@ -1,0 +1,93 @@
+"""24 tiny experiments on a 2-CPU machine: bounded concurrency and memory, the dataset held once.
+
+Runs a real ``cnnc submit`` (embedded Ray, 2 CPUs) of a 24-experiment grid on the built-in
+dataset (6,000 images of 84x84: 127 MB) and samples, every 0.5 s, the proportional set size
+(PSS: shared pages divided among the processes that map them, so the object store's copy of
+the dataset counts once) of every process of the run, and the number of trials running.
+Prints ``name: value`` lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+CNNC = str(Path(sys.executable).with_name("cnnc"))
+CONFIG = {
+    "name": "memory",
+    "data": {"synthetic": {"classes": 10, "images_per_class": 600}},
+    "train": {"epochs": 1, "batch_size": 64},
+    "experiments": [{"name": "base", "conv_filters": [8], "fc_layers": [16]}],
+    # 4 x 3 x 2 = 24 experiments
+    "grid": {"conv_filters": [[4], [8], [8, 16], [16, 32]], "fc_layers": [[], [16], [32]], "max_pool": [True, False]},
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+}
+
+
+def _tree(root: int) -> list[int]:
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [p for p, pp in parents.items() if pp in frontier]
+        found += frontier
+    return found
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    m = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def main() -> None:
+    os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-bench-cache"))
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "sweep.yaml"
+        cfg.write_text(yaml.safe_dump({**CONFIG, "output": {"root": str(Path(tmp) / "runs")}}))
+        subprocess.run([CNNC, "validate", str(cfg)], check=True, capture_output=True)
+        peak = {"pss": 0, "procs": 0, "running": 0}
+        lines: list[str] = []
+        t0 = time.time()
+        proc = subprocess.Popen([CNNC, "submit", str(cfg), "--no-dashboard", "--no-report", "--num-cpus", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        while proc.poll() is None:
+            pids = _tree(proc.pid)
+            peak["pss"] = max(peak["pss"], sum(_pss_kb(p) for p in pids))
+            peak["procs"] = max(peak["procs"], len(pids))
+            time.sleep(0.5)
+        reader.join()
+        wall = time.time() - t0
+        running = [int(m.group(1)) for line in lines if (m := re.search(r"running (\d+)", line))]
+        finished = re.findall(r"(\d+) finished, (\d+) failed", "".join(lines))
+        if proc.returncode != 0:
+            raise SystemExit("".join(lines[-40:]))
+        print("experiments: 24 (1 epoch, 4,800 training images each), 2 CPUs, 1 worker per trial")
+        print(f"trials_finished: {finished[-1][0] if finished else '?'}")
+        print(f"max_trials_running: {max(running)}")
+        print(f"dataset_mb: {6000 * 84 * 84 * 3 / 2**20:.0f}")
+        print(f"peak_pss_mb: {peak['pss'] / 1024:.0f}")
+        print(f"peak_processes: {peak['procs']}")
+        print(f"wall_s: {wall:.0f}")
+
+
+if __name__ == "__main__":
+    main()
