@@ -47,13 +47,33 @@ def _tree(root: int) -> list[int]:
     return found
 
 
-def _pss_kb(pid: int) -> int:
+def _pss_kb(pid: int) -> tuple[int, int]:
+    """(PSS of the process, PSS of its object-store mappings), kB."""
     try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        text = Path(f"/proc/{pid}/smaps").read_text()
     except OSError:
-        return 0
-    m = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
-    return int(m.group(1)) if m else 0
+        return 0, 0
+    total = store = 0
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", text):
+        m = re.search(r"^Pss:\s+(\d+) kB", block, re.M)
+        if not m:
+            continue
+        kb = int(m.group(1))
+        total += kb
+        if "plasma" in block.split("\n", 1)[0] or "/dev/shm" in block.split("\n", 1)[0]:
+            store += kb
+    return total, store
+
+
+def _title(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    first = cmd[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        return first.split()[0]
+    return Path(first).name if not first.endswith("python") else Path(cmd[1].decode(errors="replace")).name
 
 
 def main() -> None:
@@ -62,7 +82,7 @@ def main() -> None:
         cfg = Path(tmp) / "sweep.yaml"
         cfg.write_text(yaml.safe_dump({**CONFIG, "output": {"root": str(Path(tmp) / "runs")}}))
         subprocess.run([CNNC, "validate", str(cfg)], check=True, capture_output=True)
-        peak = {"pss": 0, "procs": 0, "running": 0}
+        peak = {"pss": 0, "procs": 0, "store": 0, "by_kind": {}}
         lines: list[str] = []
         t0 = time.time()
         proc = subprocess.Popen([CNNC, "submit", str(cfg), "--no-dashboard", "--no-report", "--num-cpus", "2"],
@@ -71,7 +91,14 @@ def main() -> None:
         reader.start()
         while proc.poll() is None:
             pids = _tree(proc.pid)
-            peak["pss"] = max(peak["pss"], sum(_pss_kb(p) for p in pids))
+            sample = {p: _pss_kb(p) for p in pids}
+            total = sum(t for t, _ in sample.values())
+            if total > peak["pss"]:
+                by_kind: dict[str, list[int]] = {}
+                for p, (t, _) in sample.items():
+                    by_kind.setdefault(_title(p), []).append(t)
+                peak.update(pss=total, by_kind=by_kind)
+            peak["store"] = max(peak["store"], sum(s for _, s in sample.values()))
             peak["procs"] = max(peak["procs"], len(pids))
             time.sleep(0.5)
         reader.join()
@@ -85,7 +112,10 @@ def main() -> None:
         print(f"max_trials_running: {max(running)}")
         print(f"dataset_mb: {6000 * 84 * 84 * 3 / 2**20:.0f}")
         print(f"peak_pss_mb: {peak['pss'] / 1024:.0f}")
+        print(f"peak_object_store_pss_mb: {peak['store'] / 1024:.0f}")
         print(f"peak_processes: {peak['procs']}")
+        for kind, kbs in sorted(peak["by_kind"].items(), key=lambda kv: -sum(kv[1])):
+            print(f"at_peak {kind}: {len(kbs)} x {sum(kbs) / len(kbs) / 1024:.0f} MB")
         print(f"wall_s: {wall:.0f}")
 
 

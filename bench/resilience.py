@@ -55,16 +55,19 @@ def _killer(root: Path, stop: threading.Event, killed: dict[str, int]) -> None:
         for run in root.glob("resilience-*"):
             for trial, rows in _reports(run).items():
                 if rows and trial not in killed:
-                    pid = int(rows[-1]["pid"])
+                    pid = int(rows[-1]["worker_pid"])  # the training worker (Tune's "pid" is the driver's)
                     try:
+                        if b"RayTrainWorker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            raise ProcessLookupError(pid)  # never anything but a training worker
                         os.kill(pid, signal.SIGKILL)
                         killed[trial] = pid
-                    except ProcessLookupError:
+                    except (ProcessLookupError, OSError):
                         killed[trial] = -1
         time.sleep(0.2)
 
 
 def sweep(root: Path, disturb: bool) -> tuple[float, Path, dict]:
+    root.mkdir(parents=True)
     cfg = root / "sweep.yaml"
     cfg.write_text(yaml.safe_dump({**CONFIG, "output": {"root": str(root / "runs")}}))
     killed: dict[str, int] = {}
@@ -90,7 +93,7 @@ def main() -> None:
         calm_wall, calm_run, _ = sweep(Path(tmp) / "calm", disturb=False)
         hit_wall, hit_run, killed = sweep(Path(tmp) / "hit", disturb=True)
         lost = sum(len(rows) - len({r["epoch"] for r in rows}) for rows in _reports(hit_run).values())
-        print(f"trials: {len(CONFIG['experiments'])} x {EPOCHS} epochs, 2 CPUs, 1 worker each")
+        print(f"trials: {len(CONFIG['experiments'])} x {EPOCHS} epochs, 2 CPUs, 1 worker each, 2 at a time")
         print(f"workers_killed: {sum(pid > 0 for pid in killed.values())}")
         print(f"undisturbed_wall_s: {calm_wall:.1f}")
         print(f"disturbed_wall_s: {hit_wall:.1f}")

@@ -264,7 +264,8 @@ def _report(metrics: dict, state: dict, model: nn.Module, opt: torch.optim.Optim
     """Every rank reports (a barrier); rank 0 alone attaches the checkpoint."""
     import ray.train
 
-    metrics = {**metrics, "node": socket.gethostname(), "node_id": node_id(), "pid": os.getpid()}
+    # "pid" would be overwritten: Tune fills that key with the trial driver's pid.
+    metrics = {**metrics, "node": socket.gethostname(), "node_id": node_id(), "worker_pid": os.getpid()}
     if rank != 0:
         ray.train.report(metrics)
         return

@@ -31,6 +31,25 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def processes_using(temp: Path) -> list[int]:
+    """Processes of one Ray cluster: daemons name its temp dir in their command line, workers
+    (renamed ``ray::...``) hold log files open inside it."""
+    marker = str(temp)
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            hit = marker.encode() in (proc / "cmdline").read_bytes()
+            if not hit:
+                hit = any(os.readlink(fd).startswith(marker + "/") for fd in (proc / "fd").iterdir())
+        except OSError:
+            continue
+        if hit:
+            found.append(int(proc.name))
+    return found
+
+
 class RayCluster:
     def __init__(self, root: Path, head_cpus: int = 1, token: bool = True):
         self.root = root
@@ -101,16 +120,8 @@ class RayCluster:
         raise TimeoutError(f"Ray head did not come up; see {self.root / 'ray-head.log'}")
 
     def pids(self) -> list[int]:
-        """Every live process of this cluster: the ones whose command line names its temp dir."""
-        found = []
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    if str(self.temp).encode() in (proc / "cmdline").read_bytes():
-                        found.append(int(proc.name))
-                except OSError:
-                    continue
-        return found
+        """Every live process of this cluster (see ``processes_using``)."""
+        return processes_using(self.temp)
 
     def stop(self) -> None:
         for p in self.procs:

@@ -13,6 +13,7 @@ import yaml
 
 from cnn_cluster.results import RunDir, get_state, read_table
 
+from raycluster import processes_using
 from slurm_local import LocalSlurm, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,16 +50,8 @@ def _env() -> dict:
     return {**env, "CNNC_VENV": str(Path(sys.executable).parent.parent)}
 
 
-def _job_processes(job: str) -> list[str]:
-    marker = f"/tmp/cnnc-ray-{job}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
-                found.append(proc.name)
-        except OSError:
-            continue
-    return found
+def _job_processes(job: str) -> list[int]:
+    return processes_using(Path(f"/tmp/cnnc-ray-{job}"))
 
 
 def test_sbatch_runs_a_sweep(slurm, tmp_path):
