@@ -40,6 +40,8 @@ def processes_using(temp: Path) -> list[int]:
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # a zombie holds nothing: it only waits for its parent
             hit = marker.encode() in (proc / "cmdline").read_bytes()
             if not hit:
                 hit = any(os.readlink(fd).startswith(marker + "/") for fd in (proc / "fd").iterdir())
@@ -133,8 +135,11 @@ class RayCluster:
                 p.wait(timeout=max(0.1, end - time.time()))
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
-        for pid in self.pids():  # stragglers of our own cluster only
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        end = time.time() + 10
+        while (left := self.pids()) and time.time() < end:  # stragglers of our own cluster only
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)  # a killed process lingers until its parent reaps it
