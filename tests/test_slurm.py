@@ -91,10 +91,6 @@ def test_scancel_leaves_no_ray_process(slurm, tmp_path):
     assert not _in_queue(job)
     assert not _job_processes(job), out.read_text()
     assert "stopping the processes this job started" in out.read_text()
-    # The driver got SIGTERM (what a time limit sends too): the run says so and can be resumed.
-    run = next((tmp_path / "runs").glob("slurm-*"))
-    assert get_state(RunDir(run))["state"] == "interrupted"
-    assert f"cnnc submit --resume {run}" in out.read_text()
 
 
 def _in_queue(job: str) -> bool:
