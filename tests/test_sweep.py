@@ -1,5 +1,7 @@
 """A real local-Ray sweep at tiny scale: Tune trials, Ray Train workers, Parquet out."""
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -84,6 +86,16 @@ def test_run_folder_state_and_config(two_worker_run):
     state = get_state(out.run)
     assert state["state"] == "finished" and state["best"] == out.best
     assert yaml.safe_load(out.run.config.read_text())["name"] == "tiny"
+
+
+def test_consecutive_trials_share_one_trial_driver_process(two_worker_run):
+    """Two 2-CPU trials on 2 CPUs run one after the other; the second reuses the first's
+    driver process (Tune records each result's process id), so it pays no start-up and
+    imports again: the largest single cut of a sweep's per-trial fixed cost."""
+    _, out = two_worker_run
+    pids = {name: {json.loads(line)["pid"] for line in (out.run.tune / name / "result.json").read_text().splitlines()}
+            for name in ("a", "b")}
+    assert len(pids["a"]) == 1 and pids["a"] == pids["b"]
 
 
 def test_report_table_and_figures(two_worker_run):
