@@ -87,9 +87,10 @@ def submit(
         cfg = load_config(config, set_ or [])
         run = new_run_dir(cfg)
         ensure_not_a_run(run.root)
-    previous = signal.signal(signal.SIGTERM, _as_interrupt)  # a SLURM time limit sends SIGTERM
+    interrupt = _interrupter(run)
+    previous = signal.signal(signal.SIGTERM, interrupt)  # a SLURM time limit or scancel sends SIGTERM
     # Ctrl-C interrupts even where the shell started us with SIGINT ignored (background jobs).
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_int = signal.signal(signal.SIGINT, interrupt)
     try:
         outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard,
                              address=address, dashboard_host=dashboard_host)
@@ -177,8 +178,20 @@ def _jobs_address(address: Optional[str], token_file: Optional[Path]) -> str:
     return address
 
 
-def _as_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+def _interrupter(run):
+    """A signal handler that records the run as interrupted, then interrupts.
+
+    The record comes first: under ``scancel`` SLURM signals the Ray processes too, so
+    the orderly stop that follows can hang until SLURM kills this process.
+    """
+    from .results import get_state, set_state
+
+    def interrupt(signum, frame) -> None:
+        if get_state(run).get("state") in ("running", "occlusion"):
+            set_state(run, "interrupted")
+        raise KeyboardInterrupt
+
+    return interrupt
 
 
 def _shutdown_ray() -> None:

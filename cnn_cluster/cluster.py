@@ -7,9 +7,12 @@ cluster and a cluster started by ``slurm/ray-cluster.sbatch`` inherit them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -60,20 +63,38 @@ def ensure_ray(num_cpus: Optional[int] = None, dashboard: bool = False, object_s
     if address:
         check_reachable(address)
     if not ray.is_initialized():
-        kwargs = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True,
-                      runtime_env={"env_vars": dict(RAY_ENV)})
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # Ray's ports bind the machine's address, reachable from the network: Ray 2.60 turns
-            # token auth on for a local cluster by itself (tests/test_security.py checks it; the
-            # mode cannot be set here, Ray reads it once, at import).
-            mem = (object_store_mb or 1024) * 1024 * 1024
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=dashboard_host,
-                     object_store_memory=mem, _temp_dir=tempfile.mkdtemp(prefix="cnnc-ray-"), **kwargs)
+        with _keeping_sigterm_handler():
+            _init(ray, address, num_cpus, dashboard, object_store_mb, dashboard_host)
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return cluster_info()
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler():
+    """Ray's driver installs a C++ handler that aborts on SIGTERM, over Python's own: put ours back,
+    so a SLURM time limit or scancel reaches ``cnnc submit``'s handler (which records the interruption)."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _init(ray, address, num_cpus, dashboard, object_store_mb, dashboard_host) -> None:
+    kwargs = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True,
+                  runtime_env={"env_vars": dict(RAY_ENV)})
+    if address:
+        ray.init(address=address, **kwargs)
+        return
+    # Ray's ports bind the machine's address, reachable from the network: Ray 2.60 turns
+    # token auth on for a local cluster by itself (tests/test_security.py checks it; the
+    # mode cannot be set here, Ray reads it once, at import).
+    mem = (object_store_mb or 1024) * 1024 * 1024
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=dashboard_host,
+             object_store_memory=mem, _temp_dir=tempfile.mkdtemp(prefix="cnnc-ray-"), **kwargs)
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

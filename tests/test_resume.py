@@ -86,11 +86,13 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sweep, tmp_path, ray_l
     assert _tables(run)[1] == [(t, e) for t in "ab" for e in (1, 2)]
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sweep, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sweep, tmp_path, sig):
+    """Ctrl-C, and SIGTERM (a SLURM time limit; Ray's driver would abort on it unhandled)."""
     proc = _start(sweep)
     try:
         _wait_for(proc, "a: epoch 1/2")
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=120)
     finally:
         _cleanup(proc)
