@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -72,7 +71,7 @@ def submit(
     from .config import load_config
     from .remote import is_jobs_address, use_token
     from .results import open_run
-    from .submit import ensure_not_a_run, new_run_dir, submit as run_submit
+    from .submit import ensure_not_a_run, interruptible, new_run_dir, submit as run_submit
 
     use_token(token_file)
     if is_jobs_address(address):
@@ -87,20 +86,14 @@ def submit(
         cfg = load_config(config, set_ or [])
         run = new_run_dir(cfg)
         ensure_not_a_run(run.root)
-    interrupt = _interrupter(run)
-    previous = signal.signal(signal.SIGTERM, interrupt)  # a SLURM time limit or scancel sends SIGTERM
-    # Ctrl-C interrupts even where the shell started us with SIGINT ignored (background jobs).
-    previous_int = signal.signal(signal.SIGINT, interrupt)
     try:
-        outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard,
-                             address=address, dashboard_host=dashboard_host)
+        with interruptible(run):
+            outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard,
+                                 address=address, dashboard_host=dashboard_host)
     except KeyboardInterrupt:
         _shutdown_ray()
         typer.echo(f"\ninterrupted; continue with: cnnc submit --resume {run.root}")
         raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
     typer.echo(f"results: {outcome.run.root}  ({outcome.finished} finished, {outcome.failed} failed)")
     if report and outcome.best:
         _print_report(outcome.run.root)
@@ -176,22 +169,6 @@ def _jobs_address(address: Optional[str], token_file: Optional[Path]) -> str:
         raise CnncError(f"--address {address}: the Jobs API needs the dashboard's http://HOST:PORT address")
     use_token(token_file)
     return address
-
-
-def _interrupter(run):
-    """A signal handler that records the run as interrupted, then interrupts.
-
-    The record comes first: under ``scancel`` SLURM signals the Ray processes too, so
-    the orderly stop that follows can hang until SLURM kills this process.
-    """
-    from .results import get_state, set_state
-
-    def interrupt(signum, frame) -> None:
-        if get_state(run).get("state") in ("running", "occlusion"):
-            set_state(run, "interrupted")
-        raise KeyboardInterrupt
-
-    return interrupt
 
 
 def _shutdown_ray() -> None:

@@ -7,8 +7,10 @@ can host the sweep, so a refused submission writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +33,27 @@ class Outcome:
     best: Optional[str]
     finished: int
     failed: int
+
+
+@contextlib.contextmanager
+def interruptible(run: RunDir):
+    """SIGINT and SIGTERM (Ctrl-C, scancel, a SLURM time limit, ``cnnc stop``) interrupt the sweep.
+
+    The state is recorded first: under scancel SLURM signals Ray's processes at the same time,
+    and the orderly stop that follows can hang until this process is killed. SIGINT is taken
+    even where a shell started us with it ignored (background jobs).
+    """
+    def interrupt(signum, frame) -> None:
+        if get_state(run).get("state") in ("running", "occlusion"):
+            set_state(run, "interrupted")
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def new_run_dir(cfg: SweepConfig) -> RunDir:

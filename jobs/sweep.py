@@ -23,7 +23,7 @@ import cnn_cluster
 from cnn_cluster.config import load_config
 from cnn_cluster.errors import CnncError
 from cnn_cluster.results import RunDir, open_run
-from cnn_cluster.submit import ensure_not_a_run, submit
+from cnn_cluster.submit import ensure_not_a_run, interruptible, new_run_dir, submit
 
 
 def _leave_working_dir() -> None:
@@ -53,18 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             run = open_run(args.resume)
-            outcome = submit(load_config(run.config, args.overrides), run=run, resume=True, address=address)
+            cfg = load_config(run.config, args.overrides)
         elif args.config:
             cfg = load_config(args.config, args.overrides)
-            run = RunDir(args.run_dir) if args.run_dir else None
-            if run is not None:
-                ensure_not_a_run(run.root)
-            outcome = submit(cfg, run=run, address=address)
+            run = RunDir(args.run_dir) if args.run_dir else new_run_dir(cfg)
+            ensure_not_a_run(run.root)
         else:
             raise CnncError("give a CONFIG file or --resume RUN_DIR")
+        with interruptible(run):  # `cnnc stop` / `ray job stop` send SIGTERM
+            outcome = submit(cfg, run=run, resume=bool(args.resume), address=address)
     except CnncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: python jobs/sweep.py --resume {run.root}", flush=True)
+        return 130
     print(f"results: {outcome.run.root}  ({outcome.finished} finished, {outcome.failed} failed)", flush=True)
     return 0 if outcome.best else 1
 

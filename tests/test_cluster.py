@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnn_cluster.results import read_table
+from cnn_cluster.results import RunDir, get_state, read_table
 
 from conftest import tiny_config
 from raycluster import RayCluster
@@ -103,3 +103,8 @@ def test_stop_a_running_job(cluster, tmp_path):
     while time.time() < end and "STOPPED" not in (st := _cnnc("status", job, *_auth(cluster)).stdout):
         time.sleep(1)
     assert f"{job}: STOPPED" in st
+    run = Path(re.search(r"results will land in (\S+)", r.stdout).group(1))
+    end = time.time() + 30  # the stop's SIGTERM reached the driver, which recorded it
+    while time.time() < end and get_state(RunDir(run)).get("state") != "interrupted":
+        time.sleep(0.5)
+    assert get_state(RunDir(run))["state"] == "interrupted"
