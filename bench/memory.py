@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 CNNC = str(Path(sys.executable).with_name("cnnc"))
@@ -30,21 +31,6 @@ CONFIG = {
     "grid": {"conv_filters": [[4], [8], [8, 16], [16, 32]], "fc_layers": [[], [16], [32]], "max_pool": [True, False]},
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
 }
-
-
-def _tree(root: int) -> list[int]:
-    parents = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [root], [root]
-    while frontier:
-        frontier = [p for p, pp in parents.items() if pp in frontier]
-        found += frontier
-    return found
 
 
 def _pss_kb(pid: int) -> tuple[int, int]:
@@ -90,7 +76,10 @@ def main() -> None:
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
         reader.start()
         while proc.poll() is None:
-            pids = _tree(proc.pid)
+            try:
+                pids = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:  # the run just ended
+                break
             sample = {p: _pss_kb(p) for p in pids}
             total = sum(t for t, _ in sample.values())
             if total > peak["pss"]:

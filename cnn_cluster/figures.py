@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # batch jobs have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .results import save_figure  # noqa: E402
 
@@ -28,6 +29,7 @@ def curves(epochs: list[dict], path: Path) -> Path:
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss (dashed: train, solid: validation)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (dashed: train, solid: validation)")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -3,8 +3,8 @@
 import os
 import signal
 import time
-from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -15,31 +15,15 @@ from test_resume import _cleanup, _start, _wait_for
 pytestmark = pytest.mark.slow
 
 
-def _descendants(root: int) -> list[int]:
-    parents = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [root]
-    while frontier:
-        kids = [p for p, pp in parents.items() if pp in frontier]
-        found += kids
-        frontier = kids
-    return found
-
-
 def _train_worker(driver: int, timeout: float = 60) -> int:
     """The Ray Train worker among the driver's own descendants (never anyone else's), by PID."""
     end = time.time() + timeout
     while time.time() < end:
-        for pid in _descendants(driver):
+        for proc in psutil.Process(driver).children(recursive=True):
             try:
-                if b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return pid
-            except OSError:
+                if "RayTrainWorker" in " ".join(proc.cmdline()):
+                    return proc.pid
+            except psutil.Error:  # exited meanwhile
                 continue
         time.sleep(0.2)
     raise AssertionError("no RayTrainWorker process under the driver")
