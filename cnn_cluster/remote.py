@@ -116,7 +116,10 @@ def submit_job(cfg: SweepConfig, run_dir: Path, address: str) -> Submitted:
 
 
 def status(address: str, job_id: str) -> dict:
-    jc = client(address)
+    return _status(client(address), address, job_id)
+
+
+def _status(jc, address: str, job_id: str) -> dict:
     try:
         info = jc.get_job_info(job_id)
     except Exception as exc:  # noqa: BLE001
@@ -137,7 +140,7 @@ def logs(address: str, job_id: str) -> str:
 def follow(address: str, job_id: str, write: Callable[[str], None]) -> None:
     """Stream the job's output until it ends."""
     jc = client(address)
-    status(address, job_id)  # an unknown id fails here with one line, not inside the websocket
+    _status(jc, address, job_id)  # an unknown id fails here with one line, not inside the websocket
 
     async def tail() -> None:
         async for chunk in jc.tail_job_logs(job_id):
