@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 CNNC = str(Path(sys.executable).with_name("cnnc"))
@@ -57,11 +57,12 @@ def _killer(root: Path, stop: threading.Event, killed: dict[str, int]) -> None:
                 if rows and trial not in killed:
                     pid = int(rows[-1]["worker_pid"])  # the training worker (Tune's "pid" is the driver's)
                     try:
-                        if b"RayTrainWorker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                            raise ProcessLookupError(pid)  # never anything but a training worker
-                        os.kill(pid, signal.SIGKILL)
+                        worker = psutil.Process(pid)
+                        if "RayTrainWorker" not in " ".join(worker.cmdline()):
+                            raise psutil.NoSuchProcess(pid)  # never anything but a training worker
+                        worker.kill()
                         killed[trial] = pid
-                    except (ProcessLookupError, OSError):
+                    except psutil.Error:
                         killed[trial] = -1
         time.sleep(0.2)
 

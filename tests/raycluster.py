@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 BIN = Path(sys.executable).parent
 
 
@@ -36,19 +38,16 @@ def processes_using(temp: Path) -> list[int]:
     (renamed ``ray::...``) hold log files open inside it."""
     marker = str(temp)
     found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
             continue
         try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            if proc.status() == psutil.STATUS_ZOMBIE:
                 continue  # a zombie holds nothing: it only waits for its parent
-            hit = marker.encode() in (proc / "cmdline").read_bytes()
-            if not hit:
-                hit = any(os.readlink(fd).startswith(marker + "/") for fd in (proc / "fd").iterdir())
-        except OSError:
+            if marker in " ".join(proc.cmdline()) or any(f.path.startswith(marker + "/") for f in proc.open_files()):
+                found.append(proc.pid)
+        except psutil.Error:  # gone meanwhile, or another user's
             continue
-        if hit:
-            found.append(int(proc.name))
     return found
 
 
