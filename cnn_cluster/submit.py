@@ -23,7 +23,7 @@ from .cluster import check_local_gpus, ensure_ray, ray_is_running
 from .config import OcclusionConfig, SweepConfig, dump_config, load_config
 from .data import PackedDataset, load_dataset, open_packed
 from .errors import CnncError
-from .results import (EPOCHS_SCHEMA, OCCLUSION_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, RunDir, get_state,
+from .results import (ACTIVE, EPOCHS_SCHEMA, OCCLUSION_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, RunDir, get_state,
                       read_table, set_state, trial_predictions, write_table, write_text)
 
 
@@ -44,7 +44,7 @@ def interruptible(run: RunDir):
     even where a shell started us with it ignored (background jobs).
     """
     def interrupt(signum, frame) -> None:
-        if get_state(run).get("state") in ("running", "occlusion"):
+        if get_state(run).get("state") in ACTIVE:
             set_state(run, "interrupted")
         raise KeyboardInterrupt
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from cnn_cluster.config import load_config
+from cnn_cluster.results import RunDir, get_state
 from cnn_cluster.submit import submit
 from conftest import tiny_config
 
@@ -74,6 +75,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sweep, tmp_path, ray_l
         _cleanup(proc)
     run = (tmp_path / "runs" / "latest").resolve()
     assert not (run / "trials.parquet").exists()  # nothing half-written that looks finished
+    assert get_state(RunDir(run))["state"] == "interrupted"  # its driver is gone, whatever the file says
     resumed = subprocess.run([CNNC, "submit", "--resume", str(run), "--no-dashboard", "--no-report",
                               "--num-cpus", "2"], capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -92,7 +92,9 @@ def test_scancel_leaves_no_ray_process(slurm, tmp_path):
     assert not _job_processes(job), out.read_text()
     assert "stopping the processes this job started" in out.read_text()
     run = next((tmp_path / "runs").glob("slurm-*"))
-    assert get_state(RunDir(run))["state"] == "interrupted", out.read_text()  # recorded before SLURM kills
+    # Recorded by the driver's handler, or (when Ray's node going down took the driver first)
+    # read from its process being gone: either way not 'running' forever.
+    assert get_state(RunDir(run))["state"] == "interrupted", out.read_text()
 
 
 def _in_queue(job: str) -> bool:
