@@ -7,9 +7,11 @@ cluster and a cluster started by ``slurm/ray-cluster.sbatch`` inherit them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -93,8 +95,17 @@ def _init(ray, address, num_cpus, dashboard, object_store_mb, dashboard_host) ->
     # token auth on for a local cluster by itself (tests/test_security.py checks it; the
     # mode cannot be set here, Ray reads it once, at import).
     mem = (object_store_mb or 1024) * 1024 * 1024
+    temp_dir = tempfile.mkdtemp(prefix="cnnc-ray-")
+    # The private cluster's sockets and logs go with it: one folder per run would pile up in /tmp.
+    atexit.register(_remove_cluster, ray, temp_dir)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=dashboard_host,
-             object_store_memory=mem, _temp_dir=tempfile.mkdtemp(prefix="cnnc-ray-"), **kwargs)
+             object_store_memory=mem, _temp_dir=temp_dir, **kwargs)
+
+
+def _remove_cluster(ray, temp_dir: str) -> None:
+    """At exit (before Ray's own hook: atexit runs last-registered first): stop, then delete."""
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

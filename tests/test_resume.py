@@ -3,8 +3,10 @@
 import os
 import re
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,8 +23,8 @@ pytestmark = pytest.mark.slow
 CNNC = str(Path(sys.executable).with_name("cnnc"))
 
 
-def _start(cfg_path: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _start(cfg_path: Path, *args: str, **env_vars: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_vars}
     return subprocess.Popen([CNNC, "submit", str(cfg_path), "--no-dashboard", "--no-report", "--num-cpus", "2", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
@@ -91,13 +93,18 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sweep, tmp_path, ray_l
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sweep, tmp_path, sig):
     """Ctrl-C, and SIGTERM (a SLURM time limit; Ray's driver would abort on it unhandled)."""
-    proc = _start(sweep)
+    temp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    proc = _start(sweep, TMPDIR=str(temp))
     try:
         _wait_for(proc, "a: epoch 1/2")
+        assert len(list(temp.glob("cnnc-ray-*"))) == 1  # the private cluster's folder
         os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=120)
     finally:
         _cleanup(proc)
+        left = list(temp.glob("cnnc-ray-*"))
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not left  # removed with the cluster
     assert proc.returncode == 130, out
     assert "cnnc submit --resume" in out and "Traceback" not in out
     run = (tmp_path / "runs" / "latest").resolve()
