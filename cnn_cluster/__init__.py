@@ -4,7 +4,17 @@ __version__ = "0.1.0"
 
 from .config import Experiment, ModelConfig, SweepConfig, TrainConfig, load_config  # noqa: E402
 from .errors import CnncError, ConfigError  # noqa: E402
-from .models import CNN, build_model, shapes  # noqa: E402
 
 __all__ = ["CNN", "CnncError", "ConfigError", "Experiment", "ModelConfig", "SweepConfig", "TrainConfig",
            "build_model", "load_config", "shapes", "__version__"]
+_FROM_MODELS = {"CNN", "build_model", "shapes"}
+
+
+def __getattr__(name: str):
+    # torch only when a model is asked for: Ray Train's controller unpickles this package's
+    # backend config (cnn_cluster.torch_backend) and must not pay torch's import (~2 s).
+    if name in _FROM_MODELS:
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'cnn_cluster' has no attribute {name!r}")

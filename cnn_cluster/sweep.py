@@ -8,6 +8,7 @@ so on a 2-CPU machine the workers of the running trials always fit.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -90,18 +91,19 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
     """One Tune trial: fit a TorchTrainer for one experiment, keep its best weights."""
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from .torch_backend import LazyTorchConfig
 
     exp = config["experiment"]
     done = Path(checkpoints) / f"{exp['name']}.final.json"
     if done.is_file():  # finished before the driver was killed: report it, train nothing
         tune.report({**json.loads(done.read_text()), "restored": 1})
         return
-    trainer = TorchTrainer(
+    trainer = _lean_trainer()(
         train_loop,
         train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"]},
-        torch_config=TorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
+        torch_config=LazyTorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=resources["workers"], use_gpu=resources["gpus"] > 0,
             resources_per_worker={"CPU": resources["cpus"], **({"GPU": resources["gpus"]} if resources["gpus"] else {})},
@@ -116,6 +118,21 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
     )
     result = trainer.fit()
     _keep_best(result.checkpoint.path, Path(checkpoints) / f"{exp['name']}.pt", exp, result.metrics)
+
+
+@functools.cache
+def _lean_trainer() -> type:
+    """Ray's TorchTrainer without the DatasetManager process it starts for every run, datasets or not
+    (this project hands its data to the workers through the object store, not Ray Data)."""
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+    class LeanTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            return [c for c in callbacks if self.datasets or not isinstance(c, DatasetsCallback)]
+
+    return LeanTorchTrainer
 
 
 def _keep_best(ckpt_dir: str, out: Path, exp: dict, final: dict) -> None:

@@ -98,6 +98,15 @@ def test_consecutive_trials_share_one_trial_driver_process(two_worker_run):
     assert len(pids["a"]) == 1 and pids["a"] == pids["b"]
 
 
+def test_each_train_run_starts_no_dataset_manager(two_worker_run):
+    """Ray Train starts a DatasetManager process for every run, datasets or not; ours take none."""
+    from ray._private.state import actors
+
+    started = [a["ActorClassName"] for a in actors().values()]
+    assert started.count("TrainController") >= 2  # the check sees both trials' Train runs
+    assert "DatasetManager" not in started
+
+
 def test_report_table_and_figures(two_worker_run):
     _, out = two_worker_run
     rep = build_report(out.run)
