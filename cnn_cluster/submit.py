@@ -144,7 +144,9 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
     rows = run_occlusion(model, data, trial_predictions(run, trial, data.labels), occ, trial, out=out, parts=parts)
     write_table(run.occlusion, rows, OCCLUSION_SCHEMA)
     shutil.rmtree(parts, ignore_errors=True)
-    set_state(run, state.get("state", "finished"), occlusion_seconds=time.time() - t0, occlusion=occ.model_dump())
+    # The sweep's tables exist (the trial was found in them), so with the maps the run is complete,
+    # also when this finishes an occlusion stage whose driver was killed.
+    set_state(run, "finished", occlusion_seconds=time.time() - t0, occlusion=occ.model_dump())
     return rows
 
 

@@ -1,10 +1,14 @@
 """The CLI through typer's CliRunner: errors are one line with exit code 2."""
 
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from cnn_cluster.cli import app
+from cnn_cluster.results import RunDir, get_state
 from conftest import tiny_config
 
 runner = CliRunner()
@@ -77,8 +81,13 @@ def test_occlude_command(ray_local, tmp_path):
     assert bad.exit_code == 2 and "finished: a" in bad.output
     bad = runner.invoke(app, ["occlude", run_dir, "--fill", "purple"])
     assert bad.exit_code == 2 and "--fill" in bad.output
+    state = json.loads((Path(run_dir) / "run.json").read_text())  # as if killed during its occlusion stage
+    dead = {**state["driver"], "created": state["driver"]["created"] - 3600}
+    (Path(run_dir) / "run.json").write_text(json.dumps({**state, "state": "occlusion", "driver": dead}))
+    assert get_state(RunDir(Path(run_dir)))["state"] == "interrupted"
     result = runner.invoke(app, ["occlude", run_dir, "--count", "2", "--stride", "4", "--select", "confident"])
     assert result.exit_code == 0, result.output
+    assert get_state(RunDir(Path(run_dir)))["state"] == "finished"  # the maps complete the run
     assert "occlusion 2/2" in result.output and "Object or context" in result.output
     assert (tmp_path / "runs" / "latest" / "report" / "occlusion.png").is_file()
     assert (tmp_path / "runs" / "latest" / "report" / "occlusion-params.md").read_text().count("|") > 10
