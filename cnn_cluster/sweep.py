@@ -8,7 +8,6 @@ so on a 2-CPU machine the workers of the running trials always fit.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import shutil
@@ -19,6 +18,8 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
 from .cluster import ClusterInfo
 from .config import Experiment, ResourcesConfig, SweepConfig
@@ -100,7 +101,7 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
     if done.is_file():  # finished before the driver was killed: report it, train nothing
         tune.report({**json.loads(done.read_text()), "restored": 1})
         return
-    trainer = _lean_trainer()(
+    trainer = LeanTorchTrainer(
         train_loop,
         train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"]},
         torch_config=LazyTorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
@@ -120,19 +121,13 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
     _keep_best(result.checkpoint.path, Path(checkpoints) / f"{exp['name']}.pt", exp, result.metrics)
 
 
-@functools.cache
-def _lean_trainer() -> type:
+class LeanTorchTrainer(TorchTrainer):
     """Ray's TorchTrainer without the DatasetManager process it starts for every run, datasets or not
     (this project hands its data to the workers through the object store, not Ray Data)."""
-    from ray.train.torch import TorchTrainer
-    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
-    class LeanTorchTrainer(TorchTrainer):
-        def _create_default_callbacks(self):
-            callbacks = super()._create_default_callbacks()
-            return [c for c in callbacks if self.datasets or not isinstance(c, DatasetsCallback)]
-
-    return LeanTorchTrainer
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        return [c for c in callbacks if self.datasets or not isinstance(c, DatasetsCallback)]
 
 
 def _keep_best(ckpt_dir: str, out: Path, exp: dict, final: dict) -> None:

@@ -16,12 +16,14 @@ import logging
 import os
 from dataclasses import dataclass
 
+import ray
+from ray.exceptions import GetTimeoutError
 from ray.train._internal.utils import get_address_and_port
 from ray.train.backend import Backend, BackendConfig
+from ray.train.constants import DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
 from ray.train.v2._internal.util import TrainingFramework
 
 logger = logging.getLogger(__name__)
-SHUTDOWN_TIMEOUT_S = 30  # Ray's default for the process group's shutdown
 
 
 @dataclass
@@ -50,8 +52,6 @@ class _LazyTorchBackend(Backend):
     share_cuda_visible_devices: bool = True  # as Ray's torch backend: NCCL needs to see every local GPU
 
     def on_start(self, worker_group, backend_config: LazyTorchConfig) -> None:
-        import ray
-
         addr, port = worker_group.execute_single(0, get_address_and_port)
         world = len(worker_group)
         ray.get([worker_group.execute_single_async(rank, _join, backend_config.backend, rank, world, addr, port,
@@ -59,13 +59,11 @@ class _LazyTorchBackend(Backend):
                  for rank in range(world)])
 
     def on_shutdown(self, worker_group, backend_config: LazyTorchConfig) -> None:
-        import ray
-        from ray.exceptions import GetTimeoutError
-
+        timeout_s = int(os.environ.get(TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S))
         try:
-            ray.get(worker_group.execute_async(_leave, len(worker_group) > 1), timeout=SHUTDOWN_TIMEOUT_S)
+            ray.get(worker_group.execute_async(_leave, len(worker_group) > 1), timeout=timeout_s)
         except GetTimeoutError:  # as Ray's: the workers are killed next anyway
-            logger.warning("torch process group shutdown timed out after %s s", SHUTDOWN_TIMEOUT_S)
+            logger.warning("torch process group shutdown timed out after %s s", timeout_s)
 
 
 def _join(backend: str, rank: int, world: int, addr: str, port: int, timeout_s: int) -> None:
