@@ -11,8 +11,8 @@ _FROM_MODELS = {"CNN", "build_model", "shapes"}
 
 
 def __getattr__(name: str):
-    # torch only when a model is asked for: Ray Train's controller unpickles this package's
-    # backend config (cnn_cluster.torch_backend) and must not pay torch's import (~2 s).
+    # torch only when a model is asked for: the CLI's help, reports and config checks
+    # should not pay torch's import (~2 s on a small machine).
     if name in _FROM_MODELS:
         from . import models
 

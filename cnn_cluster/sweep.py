@@ -18,8 +18,6 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from ray.train.torch import TorchTrainer
-from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
 from .cluster import ClusterInfo
 from .config import Experiment, ResourcesConfig, SweepConfig
@@ -43,6 +41,7 @@ class Plan:
     cpus_per_trial: float
     gpus_per_trial: float
     workers: int
+    dashboard: bool  # the cluster runs one: Ray Train's placement-group cleaner can work
 
 
 def check_experiments(cfg: SweepConfig, data: PackedDataset) -> list[Experiment]:
@@ -62,7 +61,8 @@ def check_experiments(cfg: SweepConfig, data: PackedDataset) -> list[Experiment]
 
 def plan_concurrency(cfg: SweepConfig, exps: list[Experiment], cluster: ClusterInfo) -> Plan:
     """How many trials run at once; refuses a trial the cluster could never place."""
-    return Plan(exps, *_concurrency(cfg.resources, cluster, len(exps)), cfg.resources.workers_per_trial)
+    return Plan(exps, *_concurrency(cfg.resources, cluster, len(exps)), cfg.resources.workers_per_trial,
+                dashboard=bool(cluster.dashboard_url))
 
 
 def _concurrency(res: ResourcesConfig, cluster: ClusterInfo, n: int) -> tuple[int, float, float]:
@@ -92,9 +92,9 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
     """One Tune trial: fit a TorchTrainer for one experiment, keep its best weights."""
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.train.torch import TorchConfig
 
-    from .torch_backend import LazyTorchConfig
+    from .trainer import LeanTorchTrainer, ReportToTune
 
     exp = config["experiment"]
     done = Path(checkpoints) / f"{exp['name']}.final.json"
@@ -104,7 +104,7 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
     trainer = LeanTorchTrainer(
         train_loop,
         train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"]},
-        torch_config=LazyTorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=resources["workers"], use_gpu=resources["gpus"] > 0,
             resources_per_worker={"CPU": resources["cpus"], **({"GPU": resources["gpus"]} if resources["gpus"] else {})},
@@ -112,22 +112,14 @@ def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resou
         run_config=RunConfig(
             name=f"train-{tune.get_context().get_trial_id()}",
             storage_path=train_storage,
-            callbacks=[TuneReportCallback()],
+            callbacks=[ReportToTune()],
             failure_config=FailureConfig(max_failures=resources["max_failures"]),
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest holds the best weights too
         ),
+        pg_cleaner=resources["dashboard"],
     )
     result = trainer.fit()
     _keep_best(result.checkpoint.path, Path(checkpoints) / f"{exp['name']}.pt", exp, result.metrics)
-
-
-class LeanTorchTrainer(TorchTrainer):
-    """Ray's TorchTrainer without the DatasetManager process it starts for every run, datasets or not
-    (this project hands its data to the workers through the object store, not Ray Data)."""
-
-    def _create_default_callbacks(self):
-        callbacks = super()._create_default_callbacks()
-        return [c for c in callbacks if self.datasets or not isinstance(c, DatasetsCallback)]
 
 
 def _keep_best(ckpt_dir: str, out: Path, exp: dict, final: dict) -> None:
@@ -159,7 +151,8 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
     res = cfg.resources
     resources = {"workers": res.workers_per_trial, "gpus": res.gpus_per_worker,
                  "cpus": res.cpus_per_worker - DRIVER_CPU / res.workers_per_trial,
-                 "threads": max(1, int(res.cpus_per_worker)), "max_failures": res.max_failures}
+                 "threads": max(1, int(res.cpus_per_worker)), "max_failures": res.max_failures,
+                 "dashboard": p.dashboard}
     trainable = tune.with_resources(
         tune.with_parameters(_trial, data=[ref], train_storage=str(run.train_storage.resolve()),
                              checkpoints=str(run.checkpoint("x").parent.resolve()), resources=resources),

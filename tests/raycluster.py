@@ -106,6 +106,15 @@ class RayCluster:
             data = json.loads(r.read())
         return sum(n["raylet"]["state"] == "ALIVE" for n in data["data"]["summary"])
 
+    def actor_classes(self) -> list[str]:
+        """The class of every actor the cluster has run, dead ones too (the dashboard's state API)."""
+        import json
+
+        req = urllib.request.Request(f"{self.dashboard}/api/v0/actors?limit=10000&detail=false",
+                                     headers=self.headers())
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return [a["class_name"] for a in json.loads(r.read())["data"]["result"]["result"]]
+
     def _wait_dashboard(self) -> None:
         end = time.time() + 120
         while time.time() < end:

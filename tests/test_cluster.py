@@ -86,6 +86,8 @@ def test_jobs_sweep_and_occlusion_use_both_nodes(cluster, tmp_path):
     maps = read_table(run / "occlusion.parquet")
     assert len(maps) >= 2 and len({m["node_id"] for m in maps}) == 2  # occlusion on both nodes
     assert "run folder:" in _cnnc("logs", job, *_auth(cluster)).stdout
+    started = cluster.actor_classes()  # Train's controller runs in the trial driver; with a dashboard
+    assert "PlacementGroupCleaner" in started and "TrainController" not in started  # the cleaner can work
 
 
 def test_stop_a_running_job(cluster, tmp_path):

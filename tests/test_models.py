@@ -42,3 +42,14 @@ def test_too_deep_is_rejected_naming_the_layer():
     cfg = ModelConfig(conv_filters=(8,) * 8, max_pool=True)
     with pytest.raises(ConfigError, match="conv layer 7"):
         shapes(cfg, 84, 10)
+
+
+def test_the_package_imports_torch_only_for_a_model():
+    """``cnnc --help``, ``report`` and config checks start without torch's ~2 s import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cnn_cluster; before = 'torch' in sys.modules; cnn_cluster.CNN; "
+            "print(before, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]

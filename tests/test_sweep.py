@@ -98,13 +98,16 @@ def test_consecutive_trials_share_one_trial_driver_process(two_worker_run):
     assert len(pids["a"]) == 1 and pids["a"] == pids["b"]
 
 
-def test_each_train_run_starts_no_dataset_manager(two_worker_run):
-    """Ray Train starts a DatasetManager process for every run, datasets or not; ours take none."""
+def test_each_train_run_starts_only_its_workers(two_worker_run):
+    """Ray Train starts a controller, a Tune queue, a placement-group cleaner and a DatasetManager
+    process for every run; ours run the controller in the trial driver, report straight to Tune,
+    and (no dashboard here: the cleaner could not work) start only the workers and their sync actor."""
     from ray._private.state import actors
 
     started = [a["ActorClassName"] for a in actors().values()]
-    assert started.count("TrainController") >= 2  # the check sees both trials' Train runs
-    assert "DatasetManager" not in started
+    assert started.count("RayTrainWorker") >= 4 and started.count("SynchronizationActor") >= 2  # both runs seen
+    for extra in ("TrainController", "_QueueActor", "PlacementGroupCleaner", "DatasetManager"):
+        assert extra not in started, extra
 
 
 def test_report_table_and_figures(two_worker_run):
