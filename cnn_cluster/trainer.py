@@ -65,3 +65,19 @@ class ReportToTune(UserCallback):
         if checkpoint:
             result[CHECKPOINT_PATH_KEY] = checkpoint.path
         tune.report(result)
+
+
+def start_autoscaling_coordinator() -> None:
+    """Start Ray Data's autoscaling-coordinator actor now (once per cluster; a no-op when it runs).
+
+    Ray Train's controller registers each run's resources with it, and the first run of a
+    cluster waited for the actor's process to start (~1.5 s on 2 cores, docs/performance.md).
+    Asked for here, before Tune starts, it comes up while the first trial driver does.
+    """
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError:  # moved in a later Ray: the first run waits for it, as before
+        return
+    get_or_create_autoscaling_coordinator()
