@@ -21,13 +21,22 @@ import psutil
 BIN = Path(sys.executable).parent
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_ports(n: int) -> list[int]:
+    """``n`` ports free now and never handed out before in this test session. The OS may give
+    a just-closed port again, and a node's ports come from two calls: once the head got the
+    same port for its GCS and its runtime-env agent and did not start."""
     socks, ports = [], []
-    for _ in range(n):
+    while len(ports) < n:
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
+        socks.append(s)  # held until all are picked: no port twice within this call
+        port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            ports.append(port)
+            _HANDED_OUT.add(port)
     for s in socks:
         s.close()
     return ports
@@ -76,7 +85,7 @@ class RayCluster:
         self._wait_dashboard()
 
     def _start(self, name: str, args: list[str]) -> None:
-        nm, om, al, ag, me, re_, wmin = free_ports(7)
+        nm, om, al, ag, me, re_ = free_ports(6)
         cmd = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
                "--temp-dir", str(self.temp), "--node-manager-port", str(nm), "--object-manager-port", str(om),
                "--dashboard-agent-listen-port", str(al), "--dashboard-agent-grpc-port", str(ag),
