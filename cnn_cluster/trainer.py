@@ -28,8 +28,7 @@ from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2._internal.execution.controller.controller import TrainController
 from ray.train.v2.api.callback import UserCallback
-
-CHECKPOINT_PATH_KEY = "checkpoint_path"  # as Ray's TuneReportCallback names it
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 
 class LeanTorchTrainer(TorchTrainer):
