@@ -90,11 +90,13 @@ def _keeping_sigterm_handler():
 
 
 def _init(ray, address, num_cpus, dashboard, object_store_mb, dashboard_host) -> None:
-    kwargs = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True,
-                  runtime_env={"env_vars": {key: os.environ[key] for key in RAY_ENV}})  # yours win
-    if address:
-        ray.init(address=address, **kwargs)
+    kwargs = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    if address:  # a cluster started elsewhere: its processes get RAY_ENV (yours win) with the job
+        ray.init(address=address, runtime_env={"env_vars": {key: os.environ[key] for key in RAY_ENV}}, **kwargs)
         return
+    # The embedded cluster's processes inherit this environment, RAY_ENV included. No job
+    # runtime env: with one, every worker process (each trial driver, each sync actor) first
+    # goes through Ray's runtime-env setup, ~1 s on 2 cores (docs/performance.md).
     # Ray's ports bind the machine's address, reachable from the network: Ray 2.60 turns
     # token auth on for a local cluster by itself (tests/test_security.py checks it; the
     # mode cannot be set here, Ray reads it once, at import).

@@ -146,11 +146,8 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
     import ray
     from ray import tune
 
-    from .trainer import start_autoscaling_coordinator
-
     arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
     ref = ray.put(arrays)  # once per sweep; workers on a node share it zero-copy
-    start_autoscaling_coordinator()
     res = cfg.resources
     resources = {"workers": res.workers_per_trial, "gpus": res.gpus_per_worker,
                  "cpus": res.cpus_per_worker - DRIVER_CPU / res.workers_per_trial,

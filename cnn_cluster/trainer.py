@@ -11,6 +11,10 @@ and failure handling, and changes where they run:
   trial and that has Ray Train imported already; its reports go straight to the Tune session
   of that same thread, so no queue actor is needed either;
 - no DatasetManager: the data reaches the workers through the object store, not Ray Data;
+- no Ray Data autoscaling coordinator: Ray Train registers each run's workers with that actor
+  so that Ray Data's autoscaler leaves their resources alone; with no Ray Data in a trial
+  nothing reads them, yet the actor's process (~2.5 CPU-seconds to start) competed with the
+  first trial's start on a small machine;
 - the placement-group cleaner only where it can work: it asks the dashboard's state API
   whether the controller (here: the trial driver) still lives, and without a dashboard it
   never can.
@@ -27,6 +31,7 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2._internal.execution.controller.controller import TrainController
+from ray.train.v2._internal.execution.scaling_policy.fixed import FixedScalingPolicy
 from ray.train.v2.api.callback import UserCallback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
@@ -49,6 +54,9 @@ class LeanTorchTrainer(TorchTrainer):
         # Ray's version creates a TrainController actor here; the same object, in this thread.
         # Its SIGINT handler is not needed: Tune runs this outside the main thread, where Ray
         # does not register it either.
+        policy = controller_init_kwargs["scaling_policy"]
+        if type(policy) is FixedScalingPolicy and not self.datasets:  # elastic runs need the coordinator
+            controller_init_kwargs["scaling_policy"] = FixedWithoutDataCoordinator(policy.scaling_config)
         controller = TrainController(**controller_init_kwargs)
         asyncio.run(controller.run())
         return controller.get_result()
@@ -66,17 +74,16 @@ class ReportToTune(UserCallback):
         tune.report(result)
 
 
-def start_autoscaling_coordinator() -> None:
-    """Start Ray Data's autoscaling-coordinator actor now (once per cluster; a no-op when it runs).
+class FixedWithoutDataCoordinator(FixedScalingPolicy):
+    """Ray's fixed-size policy, minus the resource requests to Ray Data's autoscaling coordinator
+    (they only tell Ray Data's autoscaler what Train holds; the placement group itself is what
+    reserves the workers' resources, and what an autoscaling cluster scales up for)."""
 
-    Ray Train's controller registers each run's resources with it, and the first run of a
-    cluster waited for the actor's process to start (~1.5 s on 2 cores, docs/performance.md).
-    Asked for here, before Tune starts, it comes up while the first trial driver does.
-    """
-    try:
-        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
-            get_or_create_autoscaling_coordinator,
-        )
-    except ImportError:  # moved in a later Ray: the first run waits for it, as before
-        return
-    get_or_create_autoscaling_coordinator()
+    def _maybe_send_resource_request(self) -> None:
+        pass
+
+    def _send_resource_request(self) -> None:
+        pass
+
+    def _cancel_resource_request(self) -> None:
+        pass

@@ -100,14 +100,38 @@ def test_consecutive_trials_share_one_trial_driver_process(two_worker_run):
 
 def test_each_train_run_starts_only_its_workers(two_worker_run):
     """Ray Train starts a controller, a Tune queue, a placement-group cleaner and a DatasetManager
-    process for every run; ours run the controller in the trial driver, report straight to Tune,
-    and (no dashboard here: the cleaner could not work) start only the workers and their sync actor."""
+    process for every run, and Ray Data's autoscaling coordinator once; ours run the controller in
+    the trial driver, report straight to Tune, skip the coordinator (no Ray Data) and (no dashboard
+    here: the cleaner could not work) start only the workers and their sync actor."""
     from ray._private.state import actors
 
     started = [a["ActorClassName"] for a in actors().values()]
     assert started.count("RayTrainWorker") >= 4 and started.count("SynchronizationActor") >= 2  # both runs seen
-    for extra in ("TrainController", "_QueueActor", "PlacementGroupCleaner", "DatasetManager"):
+    for extra in ("TrainController", "_QueueActor", "PlacementGroupCleaner", "DatasetManager",
+                  "_AutoscalingCoordinatorActor"):
         assert extra not in started, extra
+
+
+def test_embedded_cluster_processes_inherit_ray_env(ray_local):
+    """The embedded cluster has no job runtime env (it would put Ray's runtime-env setup in front
+    of every trial process's start); its processes still see RAY_ENV, inherited from this one."""
+    import os
+
+    import ray
+
+    from cnn_cluster.cluster import RAY_ENV
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def env(self) -> dict:
+            return {key: os.environ.get(key) for key in RAY_ENV}
+
+    probe = Probe.remote()
+    try:
+        assert ray.get(probe.env.remote()) == {key: os.environ[key] for key in RAY_ENV}
+    finally:
+        ray.kill(probe)
+    assert not ray.get_runtime_context().runtime_env
 
 
 def test_report_table_and_figures(two_worker_run):
