@@ -23,7 +23,7 @@ and failure handling, and changes where they run:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from ray import tune
 from ray.train import Checkpoint
@@ -66,7 +66,7 @@ class ReportToTune(UserCallback):
     """Ray's TuneReportCallback for a controller that runs in the trial driver's own thread:
     rank 0's metrics (and the checkpoint's path) go straight to ``tune.report``."""
 
-    def after_report(self, run_context: Any, metrics: List[Dict[str, Any]],
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                      checkpoint: Optional[Checkpoint]) -> None:
         result = dict(metrics[0])
         if checkpoint:
