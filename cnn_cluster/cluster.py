@@ -39,9 +39,6 @@ RAY_ENV = {
 }
 
 
-_started_here: Optional[str] = None  # the GCS address of the cluster this process started
-
-
 @dataclass(frozen=True)
 class ClusterInfo:
     cpus: float
@@ -107,20 +104,8 @@ def _init(ray, address, num_cpus, dashboard, object_store_mb, dashboard_host) ->
     temp_dir = tempfile.mkdtemp(prefix="cnnc-ray-")
     # The private cluster's sockets and logs go with it: one folder per run would pile up in /tmp.
     atexit.register(_remove_cluster, ray, temp_dir)
-    # Ray prestarts a worker per CPU when this driver connects; cnn_cluster.prewarm has those import
-    # torch and the trial driver's modules while the sweep is set up (a trial driver then takes one).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=dashboard_host,
-             object_store_memory=mem, _temp_dir=temp_dir,
-             _system_config={"preload_python_modules": ["cnn_cluster.prewarm"]}, **kwargs)
-    global _started_here
-    _started_here = ray.get_runtime_context().gcs_address
-
-
-def embedded() -> bool:
-    """This process started the Ray it is connected to (its workers inherit this environment)."""
-    import ray
-
-    return ray.is_initialized() and ray.get_runtime_context().gcs_address == _started_here
+             object_store_memory=mem, _temp_dir=temp_dir, **kwargs)
 
 
 def _remove_cluster(ray, temp_dir: str) -> None:

@@ -8,7 +8,6 @@ so on a 2-CPU machine the workers of the running trials always fit.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -20,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .cluster import ClusterInfo, embedded
+from .cluster import ClusterInfo
 from .config import Experiment, ResourcesConfig, SweepConfig
 from .data import PackedDataset
 from .errors import CnncError
@@ -178,33 +177,9 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
     if resume:  # restore brings back the pickled callbacks, with the old run's clock and counts
         tuner._local_tuner.get_run_config().callbacks = [progress]
     t0 = time.time()
-    with _trial_drivers_without_runtime_env(embedded()):
-        grid = tuner.fit()
+    grid = tuner.fit()
     progress.close(time.time() - t0)
     return grid
-
-
-@contextlib.contextmanager
-def _trial_drivers_without_runtime_env(inherited: bool):
-    """Tune starts each trial actor with a runtime env that copies some of this process's
-    environment variables to it (and Lightning's PL_DISABLE_FORK): a cluster started elsewhere
-    needs that. The embedded cluster's processes inherit this environment anyway, and Ray hands
-    an actor one of its prestarted, prewarmed workers (cnn_cluster.prewarm) only when the actor
-    has no runtime env. Tune has no option for this: its actor-class cache reads these two
-    module globals when it wraps the trainable, in ``fit()``."""
-    if not inherited:
-        yield
-        return
-    from ray.tune.execution import class_cache
-
-    defaults, propagate = dict(class_cache.DEFAULT_ENV_VARS), class_cache.ENV_VARS_TO_PROPAGATE
-    class_cache.DEFAULT_ENV_VARS.clear()
-    class_cache.ENV_VARS_TO_PROPAGATE = set()
-    try:
-        yield
-    finally:
-        class_cache.DEFAULT_ENV_VARS.update(defaults)
-        class_cache.ENV_VARS_TO_PROPAGATE = propagate
 
 
 # --------------------------------------------------------------------------- outputs
