@@ -19,24 +19,19 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .errors import CnncError
+from .ray_compat import TRAIN_FLAGS, init_temp_dir_kwargs
 
-# Why each one (measured in docs/performance.md):
+# Why each one (measured in docs/performance.md); Ray Train's own flags live in ray_compat.
 RAY_ENV = {
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # an extra actor per run; nothing preempts a laptop
-    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",  # a polling actor per run, for the dashboard only
-    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # duplicate prints
-    "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING": "0",
-    "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
+    **TRAIN_FLAGS,
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_SIGINT_HANDLER": "1",  # Ctrl-C must stop the sweep, not end it looking finished
     "TUNE_GLOBAL_CHECKPOINT_S": "2",  # snapshot the sweep's state often: a killed driver loses <= 2 s
     "RAY_DEDUP_LOGS": "1",
-    "RAY_TRAIN_V2_ENABLED": "1",
-    "RAY_TRAIN_METRICS_ENABLED": "0",  # Prometheus metrics callbacks per run
-    # The controller takes one report off a worker per poll, and a worker's next report waits
-    # for that: Ray's 2 s poll put 2-4 s of waiting into every trial (start, last epoch, end).
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
 }
+
+# What this process's ray.init returned (its dashboard URL): Ray has no public getter for it later.
+_CONTEXT: dict = {}
 
 
 @dataclass(frozen=True)
@@ -73,6 +68,8 @@ def ensure_ray(num_cpus: Optional[int] = None, dashboard: bool = False, object_s
             _init(ray, address, num_cpus, dashboard, object_store_mb, dashboard_host)
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # A failed trial's traceback: Progress prints one line for it, trials.parquet keeps the error.
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
     return cluster_info()
 
 
@@ -92,7 +89,8 @@ def _keeping_sigterm_handler():
 def _init(ray, address, num_cpus, dashboard, object_store_mb, dashboard_host) -> None:
     kwargs = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     if address:  # a cluster started elsewhere: its processes get RAY_ENV (yours win) with the job
-        ray.init(address=address, runtime_env={"env_vars": {key: os.environ[key] for key in RAY_ENV}}, **kwargs)
+        _CONTEXT["ray"] = ray.init(address=address, runtime_env={"env_vars": {key: os.environ[key] for key in RAY_ENV}},
+                                   **kwargs)
         return
     # The embedded cluster's processes inherit this environment, RAY_ENV included. No job
     # runtime env: with one, every worker process (each trial driver, each sync actor) first
@@ -104,8 +102,9 @@ def _init(ray, address, num_cpus, dashboard, object_store_mb, dashboard_host) ->
     temp_dir = tempfile.mkdtemp(prefix="cnnc-ray-")
     # The private cluster's sockets and logs go with it: one folder per run would pile up in /tmp.
     atexit.register(_remove_cluster, ray, temp_dir)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=dashboard_host,
-             object_store_memory=mem, _temp_dir=temp_dir, **kwargs)
+    _CONTEXT["ray"] = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
+                               dashboard_host=dashboard_host, object_store_memory=mem,
+                               **init_temp_dir_kwargs(temp_dir), **kwargs)
 
 
 def _remove_cluster(ray, temp_dir: str) -> None:
@@ -169,12 +168,8 @@ def cluster_info() -> ClusterInfo:
 
 
 def _dashboard_url() -> Optional[str]:
-    import ray
-
-    try:
-        url = ray._private.worker.get_dashboard_url()  # no public API for it in 2.60
-    except Exception:  # noqa: BLE001 - no dashboard is a normal state
-        return None
+    """From what this process's ray.init returned; None where Ray was started by someone else."""
+    url = getattr(_CONTEXT.get("ray"), "dashboard_url", None)
     return f"http://{url}" if url else None
 
 

@@ -123,7 +123,7 @@ class OcclusionConfig(_Strict):
     window: int = Field(8, ge=1)  # the study's N
     stride: int = Field(2, ge=1)  # the study's S
     fill: Literal["mean", "gray", "zero", "blur"] = "mean"  # mean = 0 after normalisation, the study's gray
-    method: Literal["fast", "dense"] = "fast"
+    method: Literal["auto", "fast", "dense"] = "auto"  # auto: fast where the model allows it
     workers: Optional[int] = Field(None, ge=1)  # default: one per CPU the cluster has, at most 8
     seed: int = 0
 

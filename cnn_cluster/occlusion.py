@@ -8,12 +8,16 @@ Two implementations give the same numbers:
 
 - ``dense``: every occluded copy goes through the whole model, in batches small
   enough to stay in cache. The reference.
-- ``fast``: for models whose ``features`` are Conv2d / BatchNorm2d (eval) / ReLU /
-  MaxPool2d, an occlusion changes only a bounded tile of each layer's output. The
+- ``fast``: for models that start with Conv2d / BatchNorm2d (eval) / ReLU / MaxPool2d
+  layers (a ``features`` Sequential and a ``head``, like the study's CNN, or a plain
+  ``nn.Sequential`` up to its first Flatten or Linear), an occlusion changes only a
+  bounded tile of each layer's output. The
   tile of the last feature map is chosen to cover that change; walking back,
   each layer's tile is exactly the receptive field of the next, so every value is
   recomputed from exact inputs. The clean feature map, with the recomputed tile
   pasted in, then goes through the head.
+
+``method="auto"`` (the default) takes the fast path where the model allows it, else dense.
 """
 
 from __future__ import annotations
@@ -69,15 +73,21 @@ def fill_values(images: torch.Tensor, fill: str, mean: Sequence[float], std: Seq
 @torch.no_grad()
 def occlusion_map(model: nn.Module, images: torch.Tensor, targets: Sequence[int], window: int = 8,
                   stride: int = 2, fill: str = "mean", mean: Sequence[float] = (0.0, 0.0, 0.0),
-                  std: Sequence[float] = (1.0, 1.0, 1.0), method: str = "fast", batch: Optional[int] = None
+                  std: Sequence[float] = (1.0, 1.0, 1.0), method: str = "auto", batch: Optional[int] = None
                   ) -> OcclusionMaps:
-    """Per-position target-class probabilities for normalised ``images`` (B, 3, H, W)."""
+    """Per-position target-class probabilities for normalised ``images`` (B, 3, H, W).
+
+    ``method``: ``auto`` (fast where the model allows it, else dense), ``fast`` (raises naming the
+    layer it cannot handle) or ``dense``.
+    """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     h = grid_size(images.shape[2], window, stride)
     w = grid_size(images.shape[3], window, stride)
-    if method not in ("fast", "dense"):
-        raise ValueError(f"method must be fast or dense (got {method!r})")
+    if method not in ("auto", "fast", "dense"):
+        raise ValueError(f"method must be auto, fast or dense (got {method!r})")
+    if method == "auto":
+        method = "fast" if supports_fast(model) else "dense"
     model.eval()
     fills = fill_values(images, fill, mean, std, window)
     clean = F.softmax(model(images).float(), 1)
@@ -125,11 +135,37 @@ def _dense_one(model: nn.Module, x: torch.Tensor, fill: torch.Tensor, target: in
 _ELEMENTWISE = (nn.ReLU, nn.BatchNorm2d, nn.Identity)
 
 
+def split_model(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
+    """The model as (tiled layers, head) for the fast path; ValueError naming what it cannot handle.
+
+    The study's CNN: its ``features`` and ``head``. A plain ``nn.Sequential``: its layers up to the
+    first Flatten or Linear, and the rest as the head.
+    """
+    features, head = getattr(model, "features", None), getattr(model, "head", None)
+    if isinstance(features, nn.Sequential) and isinstance(head, nn.Module):
+        named = [(f"features.{i}", m) for i, m in enumerate(features)]
+    elif isinstance(model, nn.Sequential):
+        cut = next((i for i, m in enumerate(model) if isinstance(m, (nn.Flatten, nn.Linear))), len(model))
+        named, head = [(str(i), m) for i, m in enumerate(model)][:cut], model[cut:]
+    else:
+        raise ValueError(f"the fast occlusion path needs an nn.Sequential or a model with features and head, "
+                         f"not {type(model).__name__}; use method='dense' or 'auto'")
+    for name, m in named:
+        if _geometry(m) is None:
+            raise ValueError(f"the fast occlusion path cannot handle layer {name} ({m!r}); it takes "
+                             f"Conv2d/BatchNorm2d/ReLU/MaxPool2d before the head; use method='dense' or 'auto'")
+    if not named:
+        raise ValueError("the fast occlusion path needs at least one Conv2d/ReLU/MaxPool2d layer before the head; "
+                         "use method='dense' or 'auto'")
+    return [m for _, m in named], head
+
+
 def supports_fast(model: nn.Module) -> bool:
-    features = getattr(model, "features", None)
-    if not isinstance(features, nn.Sequential) or not hasattr(model, "head"):
+    try:
+        split_model(model)
+    except ValueError:
         return False
-    return all(_geometry(m) is not None for m in features)
+    return True
 
 
 def _geometry(m: nn.Module) -> Optional[tuple[int, int, int]]:
@@ -174,11 +210,8 @@ class _TilePlan:
     """Precomputed tiles of one model at one image size, window and stride."""
 
     def __init__(self, model: nn.Module, height: int, width: int, window: int, stride: int):
-        if not supports_fast(model):
-            raise ValueError("the fast occlusion path needs features of Conv2d/BatchNorm2d/ReLU/MaxPool2d "
-                             "and a head; use method='dense'")
+        self.layers, self.head = split_model(model)
         self.model, self.window, self.stride = model, window, stride
-        self.layers = list(model.features)
         geoms = [_geometry(m) for m in self.layers]
         hs, ws = self._sizes(height, width)
         self.h, self.w = grid_size(height, window, stride), grid_size(width, window, stride)
@@ -197,7 +230,9 @@ class _TilePlan:
 
     def run(self, x: torch.Tensor, fill: torch.Tensor, target: int, batch: int) -> torch.Tensor:
         """Target probabilities for every position of one image (flattened row-major)."""
-        feats = self.model.features(x[None])
+        feats = x[None]
+        for m in self.layers:
+            feats = m(feats)
         ri = torch.arange(self.h).repeat_interleave(self.w)
         ci = torch.arange(self.w).repeat(self.h)
         out = [self._batch(x, fill, feats, ri[a:a + batch], ci[a:a + batch], target)
@@ -230,7 +265,7 @@ class _TilePlan:
         p = torch.arange(len(ri), device=dev)[:, None, None, None]
         c = torch.arange(full.shape[1], device=dev)[None, :, None, None]
         full[p, c, rows[:, None, :, None], cols[:, None, None, :]] = tile
-        return F.softmax(self.model.head(full).float(), 1)[:, target].cpu()
+        return F.softmax(self.head(full).float(), 1)[:, target].cpu()
 
 
 def _gather(img: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,7 @@ def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict]
     """
     check_window(cfg, data.image_size)
     work = plan_work(preds, cfg)
-    method = cfg.method if supports_fast(model) else "dense"
+    method = cfg.method if cfg.method != "auto" else "fast" if supports_fast(model) else "dense"
     opts = {"window": cfg.window, "stride": cfg.stride, "fill": cfg.fill, "method": method}
     results = _load_parts(parts, trial, work, cfg) if parts else {}
     todo = [i for i in range(len(work)) if i not in results]

@@ -22,6 +22,12 @@ class Progress(Callback):
         self.out = out
         self.t0 = time.time()
 
+    def setup(self, **info: Any) -> None:
+        """Tune calls this as every fit() starts, also a restored one with this callback unpickled:
+        the clock and the counts start afresh."""
+        self.state = {n: "pending" for n in self.names}
+        self.t0 = time.time()
+
     def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
         return {**self.__dict__, "out": None}
 
@@ -43,10 +49,18 @@ class Progress(Callback):
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print(f"{self._name(trial)}: restarting from its last checkpoint")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.state[self._name(trial)] = "pending"
+        self._print(f"{self._name(trial)}: its driver process was lost; starting it again from its last checkpoint")
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         name = self._name(trial)
         if result.get("restored"):
             self._print(f"{name}: finished before the interruption; not run again")
+            return
+        if result.get("train_failed"):
+            self.state[name] = "failed"
+            self._print(f"{name}: FAILED: {result.get('error')}")
             return
         if result.get("final"):
             self._print(f"{name}: test accuracy {100 * result['test_acc']:.1f}% "
@@ -57,6 +71,9 @@ class Progress(Callback):
                     f"val {100 * result['val_acc']:.1f}%  {result['images_per_s']:.0f} img/s")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if (trial.last_result or {}).get("train_failed"):
+            self._print(f"{self._name(trial)}: done, failed (see trials.parquet) | {self._counts()}")
+            return
         self.state[self._name(trial)] = "finished"
         self._print(f"{self._name(trial)}: finished | {self._counts()}")
 
@@ -64,5 +81,12 @@ class Progress(Callback):
         self.state[self._name(trial)] = "failed"
         self._print(f"{self._name(trial)}: FAILED (see trials.parquet) | {self._counts()}")
 
-    def close(self, seconds: float) -> None:
-        self._print(f"sweep done in {seconds:.0f}s | {self._counts()}")
+    def close(self, seconds: float, counts: dict[str, int]) -> None:
+        text = " ".join(f"{k} {v}" for k, v in counts.items())
+        self._print(f"sweep done in {seconds:.0f}s | {text}")
+
+
+def sweep_counts(grid: Any) -> dict[str, int]:
+    """Finished and failed trials of a ResultGrid (a restored sweep's callback saw only part of it)."""
+    ok = sum(1 for r in grid if r.error is None and (r.metrics or {}).get("final") == 1)
+    return {"finished": ok, "failed": len(grid) - ok}

@@ -144,6 +144,18 @@ class RunDir:
     def train_storage(self) -> Path:
         return self.root / "train"
 
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def train_run(self, trial_id: str) -> Path:
+        """Ray Train's storage of one trial's run (its latest checkpoint), named after the Tune trial id."""
+        return self.train_storage / f"train-{trial_id}"
+
+    def placement_group(self, trial: str) -> Path:
+        """The id of the placement group a trial's workers run in (written by its rank 0)."""
+        return self.root / "checkpoints" / f"{trial}.placement_group"
+
     def checkpoint(self, trial: str) -> Path:
         return self.root / "checkpoints" / f"{trial}.pt"
 

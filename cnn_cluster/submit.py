@@ -23,6 +23,7 @@ from .cluster import check_local_gpus, ensure_ray, ray_is_running
 from .config import OcclusionConfig, SweepConfig, dump_config, load_config
 from .data import PackedDataset, load_dataset, open_packed
 from .errors import CnncError
+from .ray_compat import stock_reason
 from .results import (ACTIVE, EPOCHS_SCHEMA, OCCLUSION_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, RunDir, get_state,
                       read_table, set_state, trial_predictions, write_table, write_text)
 
@@ -82,6 +83,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         check_window(cfg.occlusion, data.image_size)
     if address is None and not ray_is_running():
         check_local_gpus(cfg.resources)
+    stock = stock_reason()  # Ray's private names, checked before Ray starts
     cluster = ensure_ray(num_cpus=num_cpus, dashboard=dashboard, address=address, dashboard_host=dashboard_host)
     p = plan_concurrency(cfg, exps, cluster)
     if run is None:
@@ -98,6 +100,8 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         f"{p.max_concurrent} trial(s) at a time, {cfg.resources.workers_per_trial} worker(s) each")
     if cluster.dashboard_url:
         say(f"Ray dashboard: {cluster.dashboard_url}")
+    if stock:
+        say(f"trials run on Ray's stock TorchTrainer ({stock}): same results, a slower start")
     t0 = time.time()
     try:
         grid = run_sweep(cfg, p, data, run, resume=resume)

@@ -18,13 +18,15 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from ray import tune
 
 from .cluster import ClusterInfo
 from .config import Experiment, ResourcesConfig, SweepConfig
 from .data import PackedDataset
 from .errors import CnncError
 from .models import shapes
-from .progress import Progress
+from .progress import Progress, sweep_counts
+from .ray_compat import stock_reason
 from .results import RunDir, write_json
 from .train import CHECKPOINT_FILE, Arrays, train_loop
 
@@ -88,54 +90,67 @@ def _concurrency(res: ResourcesConfig, cluster: ClusterInfo, n: int) -> tuple[in
 # --------------------------------------------------------------------------- the trial
 
 
-def _trial(config: dict, data: list, train_storage: str, checkpoints: str, resources: dict) -> None:
-    """One Tune trial: fit a TorchTrainer for one experiment, keep its best weights."""
+def _trial(config: dict, data: list, run: RunDir, resources: dict) -> None:
+    """One Tune trial: fit a TorchTrainer for one experiment, keep its best weights.
+
+    Tune starts it again where its driver process died (``max_failures``); the TorchTrainer's run,
+    named after the trial id, then resumes from its last checkpoint.
+    """
     from ray import tune
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig
 
-    from .trainer import LeanTorchTrainer, ReportToTune
+    from .trainer import make_trainer
 
     exp = config["experiment"]
-    done = Path(checkpoints) / f"{exp['name']}.final.json"
+    done = run.final(exp["name"])
     if done.is_file():  # finished before the driver was killed: report it, train nothing
         tune.report({**json.loads(done.read_text()), "restored": 1})
         return
-    trainer = LeanTorchTrainer(
+    trial_id = tune.get_context().get_trial_id()
+    trainer = make_trainer(
         train_loop,
-        train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"]},
+        train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"],
+                           "placement_group_file": str(run.placement_group(exp["name"]))},
         torch_config=TorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=resources["workers"], use_gpu=resources["gpus"] > 0,
             resources_per_worker={"CPU": resources["cpus"], **({"GPU": resources["gpus"]} if resources["gpus"] else {})},
         ),
-        run_config=RunConfig(
-            name=f"train-{tune.get_context().get_trial_id()}",
-            storage_path=train_storage,
-            callbacks=[ReportToTune()],
+        run=dict(
+            name=run.train_run(trial_id).name,
+            storage_path=str(run.train_storage),
             failure_config=FailureConfig(max_failures=resources["max_failures"]),
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest holds the best weights too
         ),
-        pg_cleaner=resources["dashboard"],
+        lean=resources["lean"], pg_cleaner=resources["dashboard"],
     )
-    result = trainer.fit()
-    _keep_best(result.checkpoint.path, Path(checkpoints) / f"{exp['name']}.pt", exp, result.metrics)
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:  # workers failed too often: a failed trial, not a lost driver
+        tune.report({"final": 0, "train_failed": 1, "error": _one_line(exc)})
+        return
+    _keep_best(result.checkpoint.path, run, exp, result.metrics)
+    # Its outputs are in checkpoints/ now: Train's storage (model, optimizer, best weights) goes.
+    shutil.rmtree(run.train_run(trial_id), ignore_errors=True)
 
 
-def _keep_best(ckpt_dir: str, out: Path, exp: dict, final: dict) -> None:
+def _keep_best(ckpt_dir: str, run: RunDir, exp: dict, final: dict) -> None:
     """Copy the best-validation weights, the recipe, test predictions and epochs into checkpoints/.
 
     The final metrics go last: their file marks the trial finished for a resumed sweep.
     """
+    name = exp["name"]
+    out = run.checkpoint(name)
     state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     torch.save({"model": state["best_model"], "experiment": exp, "best_epoch": state["best_epoch"]}, tmp)
     tmp.replace(out)
-    for name in ("test_index.npy", "test_probs.npy"):
-        shutil.copyfile(Path(ckpt_dir) / name, out.with_name(f"{out.stem}.{name}"))
-    write_json(out.with_name(f"{out.stem}.epochs.json"), state["history"])
-    write_json(out.with_name(f"{out.stem}.final.json"), final)
+    for name_ in ("test_index.npy", "test_probs.npy"):
+        shutil.copyfile(Path(ckpt_dir) / name_, out.with_name(f"{out.stem}.{name_}"))
+    write_json(run.history(name), state["history"])
+    write_json(run.final(name), final)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -144,7 +159,6 @@ def _keep_best(ckpt_dir: str, out: Path, exp: dict, final: dict) -> None:
 def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resume: bool = False) -> Any:
     """Run (or resume) every trial; returns Tune's ResultGrid."""
     import ray
-    from ray import tune
 
     arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
     ref = ray.put(arrays)  # once per sweep; workers on a node share it zero-copy
@@ -152,13 +166,13 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
     resources = {"workers": res.workers_per_trial, "gpus": res.gpus_per_worker,
                  "cpus": res.cpus_per_worker - DRIVER_CPU / res.workers_per_trial,
                  "threads": max(1, int(res.cpus_per_worker)), "max_failures": res.max_failures,
-                 "dashboard": p.dashboard}
+                 "dashboard": p.dashboard, "lean": stock_reason() is None}
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, data=[ref], train_storage=str(run.train_storage.resolve()),
-                             checkpoints=str(run.checkpoint("x").parent.resolve()), resources=resources),
+        tune.with_parameters(_trial, data=[ref], run=RunDir(run.root.resolve()), resources=resources),
         {"CPU": DRIVER_CPU},
     )
     progress = Progress([e.name for e in p.experiments], {e.name: e.train.epochs for e in p.experiments})
+    callbacks = [progress, ReleaseLostPlacementGroups(run)]
     if resume and tune.Tuner.can_restore(str(run.tune.resolve())):
         tuner = tune.Tuner.restore(str(run.tune.resolve()), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
@@ -171,15 +185,47 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
             tune_config=tune.TuneConfig(max_concurrent_trials=p.max_concurrent, reuse_actors=True,
                                         trial_dirname_creator=lambda t: t.config["experiment"]["name"],
                                         trial_name_creator=lambda t: t.config["experiment"]["name"]),
+            # A trial whose driver process died (killed, its node lost) starts again: its Train run resumes.
             run_config=tune.RunConfig(name=run.tune.name, storage_path=str(run.root.resolve()), verbose=0,
-                                      callbacks=[progress]),
+                                      callbacks=callbacks,
+                                      failure_config=tune.FailureConfig(max_failures=res.max_failures)),
         )
-    if resume:  # restore brings back the pickled callbacks, with the old run's clock and counts
-        tuner._local_tuner.get_run_config().callbacks = [progress]
+    # A restored Tuner brings back its pickled callbacks; Progress.setup restarts their clock and counts.
     t0 = time.time()
     grid = tuner.fit()
-    progress.close(time.time() - t0)
+    progress.close(time.time() - t0, sweep_counts(grid))
     return grid
+
+
+class ReleaseLostPlacementGroups(tune.Callback):
+    """A trial driver killed outright (SIGKILL, its node lost) takes its workers with it, but the
+    placement group it reserved for them is scoped to the sweep's job and stays: later trials would
+    wait for its CPUs in 60 s start-up timeouts. Ray Train's cleaner needs a dashboard; this does
+    not. Tune calls it before it starts the trial again (or gives up on it)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        release_placement_group(self.run.placement_group(trial.config["experiment"]["name"]))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        release_placement_group(self.run.placement_group(trial.config["experiment"]["name"]))
+
+
+def release_placement_group(path: Path) -> bool:
+    """Remove the placement group whose id a trial's rank 0 wrote to ``path``, if it still exists."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    try:
+        pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(path.read_text().strip())))
+    except (OSError, ValueError):
+        return False
+    if placement_group_table(pg).get("state", "REMOVED") == "REMOVED":
+        return False
+    remove_placement_group(pg)
+    return True
 
 
 # --------------------------------------------------------------------------- outputs
@@ -233,7 +279,7 @@ def _trial_row(exp: Experiment, result: Any, epochs: list[dict], data: PackedDat
         "trial": exp.name,
         "trial_id": final.get("trial_id", ""),
         "status": "finished" if ok else "failed",
-        "error": None if ok else _one_line(error) if error else "did not finish",
+        "error": None if ok else _one_line(error) if error else final.get("error") or "did not finish",
         **exp.model.model_dump(),
         "conv_layers": exp.model.conv_layers,
         **{k: v for k, v in exp.train.model_dump().items() if k not in ("momentum", "warmup_epochs")},

@@ -194,6 +194,8 @@ def train_loop(config: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if rank == 0 and config.get("placement_group_file"):
+        _record_placement_group(Path(config["placement_group_file"]))
     torch.set_num_threads(max(1, int(config["threads"])))
     exp = Experiment.model_validate(config["experiment"])
     arrays: Arrays = ray.get(config["data"][0])  # zero-copy view of the node's object store
@@ -226,6 +228,19 @@ def train_loop(config: dict) -> None:
         state["history"] = state["history"] + [metrics]  # in the checkpoint: each epoch exactly once
         _report(metrics, state, model, opt, rank)
     _final_test(model, opt, arrays, state, device, rank, world)
+
+
+def _record_placement_group(path: Path) -> None:
+    """Where the sweep can find this run's placement group, should the trial driver die (sweep.py)."""
+    import ray.util
+
+    pg = ray.util.get_current_placement_group()
+    if pg is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(pg.id.hex())
+    tmp.replace(path)
 
 
 def _evaluate(model: nn.Module, arrays: Arrays, idx: np.ndarray, device: torch.device) -> list[float]:

@@ -100,6 +100,8 @@ def _munge_key() -> None:
 
 
 def _idle(timeout: float) -> bool:
+    if not shutil.which("sinfo"):  # a fresh machine: SLURM not installed yet, so nothing runs
+        return False
     end = time.time() + timeout
     while time.time() < end:
         r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)

@@ -119,7 +119,7 @@ def test_map_shape_is_study_shape():
 @pytest.mark.parametrize("kw,match", [
     (dict(window=50), "larger than"), (dict(window=0), ">= 1"), (dict(stride=0), ">= 1"),
     (dict(fill="purple"), "fill must be one of"), (dict(stride=45, window=4), "stride"),
-    (dict(method="sparse"), "fast or dense"),
+    (dict(method="sparse"), "auto, fast or dense"),
 ])
 def test_bad_window_stride_fill(kw, match):
     model = build_model(ModelConfig(conv_filters=(4,), fc_layers=()), 3, 40).eval()
@@ -127,11 +127,23 @@ def test_bad_window_stride_fill(kw, match):
         occlusion_map(model, torch.zeros(1, 3, 40, 40), [0], **kw)
 
 
-def test_fast_path_refuses_unsupported_layers():
-    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.LazyLinear(2))
-    assert not supports_fast(model)
-    with pytest.raises(ValueError, match="dense"):
-        occlusion_map(model, torch.zeros(1, 3, 20, 20), [0], method="fast")
+def test_any_sequential_model_gets_a_map_and_the_default_picks_the_path():
+    """A plain nn.Sequential takes the fast path up to its Flatten; a layer the fast path cannot tile
+    sends the default to the dense path, while method='fast' names that layer."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x = torch.randn(2, 3, 20, 20)
+    assert supports_fast(plain)
+    dense = occlusion_map(plain, x, [0, 2], window=4, stride=2, method="dense").maps
+    for method in ("auto", "fast"):
+        assert torch.allclose(occlusion_map(plain, x, [0, 2], window=4, stride=2, method=method).maps, dense, atol=1e-5)
+    odd = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 10 * 10, 3)).eval()
+    assert not supports_fast(odd)
+    auto = occlusion_map(odd, x, [1, 1], window=4, stride=2).maps
+    assert torch.allclose(auto, occlusion_map(odd, x, [1, 1], window=4, stride=2, method="dense").maps)
+    with pytest.raises(ValueError, match=r"cannot handle layer 1 \(AvgPool2d"):
+        occlusion_map(odd, x, [0, 0], method="fast")
     assert grid_size(84, 8, 2) == 39
 
 

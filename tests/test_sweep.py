@@ -86,6 +86,8 @@ def test_run_folder_state_and_config(two_worker_run):
     state = get_state(out.run)
     assert state["state"] == "finished" and state["best"] == out.best
     assert yaml.safe_load(out.run.config.read_text())["name"] == "tiny"
+    # Ray Train's storage of a finished trial (its last model and optimizer) is gone; checkpoints/ stays.
+    assert not list(out.run.train_storage.glob("train-*")) and out.run.checkpoint(out.best).is_file()
 
 
 def test_consecutive_trials_share_one_trial_driver_process(two_worker_run):
@@ -103,9 +105,9 @@ def test_each_train_run_starts_only_its_workers(two_worker_run):
     process for every run, and Ray Data's autoscaling coordinator once; ours run the controller in
     the trial driver, report straight to Tune, skip the coordinator (no Ray Data) and (no dashboard
     here: the cleaner could not work) start only the workers and their sync actor."""
-    from ray._private.state import actors
+    from cnn_cluster.ray_compat import actor_class_names
 
-    started = [a["ActorClassName"] for a in actors().values()]
+    started = actor_class_names()
     assert started.count("RayTrainWorker") >= 4 and started.count("SynchronizationActor") >= 2  # both runs seen
     for extra in ("TrainController", "_QueueActor", "PlacementGroupCleaner", "DatasetManager",
                   "_AutoscalingCoordinatorActor"):
