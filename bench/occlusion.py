@@ -89,6 +89,10 @@ def main() -> None:
         print(f"{name}_speedup_vs_captum: {best[1] / t_fast:.2f}")
         print(f"{name}_max_abs_diff_vs_captum: {diff:.2e}")
         print(f"{name}_max_abs_diff_dense_vs_fast: {float((dense.maps - fast.maps).abs().max()):.2e}")
+        t0 = time.perf_counter()
+        half = occlusion_map(model, x, targets, window=WINDOW, stride=STRIDE, method="fast", precision="bf16")
+        print(f"{name}_fast_bf16_s_per_image: {(time.perf_counter() - t0) / N_IMAGES:.3f}")
+        print(f"{name}_max_abs_diff_bf16_vs_fp32: {float((half.maps - fast.maps).abs().max()):.2e}")
         if name == "exp1":
             print(f"speedup_vs_captum: {best[1] / t_fast:.2f}")
             print(f"max_abs_diff_vs_captum: {diff:.2e}")

@@ -326,6 +326,7 @@ def _print_info(path: Path) -> None:
     typer.echo(f"split rule:   {d.info.get('split_rule')}")
     typer.echo(f"images:       {len(d.labels)}  ({', '.join(f'{s} {len(d.indices(s))}' for s in SPLITS)})")
     typer.echo(f"classes:      {d.num_classes}  (images per class: min {per_class.min()}, max {per_class.max()})")
+    typer.echo(f"class names:  {', '.join(d.class_names[:4])}{', ...' if d.num_classes > 4 else ''}")
     typer.echo(f"image size:   {d.image_size}x{d.image_size}")
     typer.echo(f"mean / std:   {tuple(round(m, 4) for m in d.mean)} / {tuple(round(s, 4) for s in d.std)}")
 

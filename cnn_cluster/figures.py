@@ -86,9 +86,9 @@ def occlusion_panel(image: np.ndarray, pmap: np.ndarray, clean: float, window: i
     axes[0].imshow(image)
     _box(axes[0], box)
     axes[0].set_title("image (box: object)" if box is not None else "image")
-    im = axes[1].imshow(pmap, cmap="inferno", vmin=float(pmap.min()), vmax=max(float(pmap.max()), float(pmap.min()) + 1e-3))
+    _confidence(axes[1], pmap, window, stride, image.shape[:2])
     axes[1].set_title("P(class) with the window here")
-    fig.colorbar(im, ax=axes[1], fraction=0.046)
+    fig.colorbar(axes[1].images[0], ax=axes[1], fraction=0.046, label="probability")
     _overlay(axes[2], image, pmap, clean, window, stride, box)
     axes[2].set_title("where the confidence dropped")
     for ax in axes:
@@ -100,24 +100,37 @@ def occlusion_panel(image: np.ndarray, pmap: np.ndarray, clean: float, window: i
     return path
 
 
+def _confidence(ax, pmap: np.ndarray, window: int, stride: int, size: tuple[int, int]) -> None:
+    """The study's map: the class probability with the window at each position, on an absolute 0-1
+    scale (so maps of different images compare), placed over the window centres."""
+    ax.imshow(pmap, cmap="viridis", vmin=0, vmax=1, extent=_heat_extent(pmap.shape, window, stride))
+    ax.set_xlim(-0.5, size[1] - 0.5)
+    ax.set_ylim(size[0] - 0.5, -0.5)
+
+
 def occlusion_grid(images: list[np.ndarray], maps: list[np.ndarray], cleans: list[float], titles: list[str],
-                   window: int, stride: int, path: Path, boxes: list | None = None, cols: int = 5) -> Path:
-    """All analysed images: each image above its overlay."""
+                   window: int, stride: int, path: Path, boxes: list | None = None, cols: int = 2) -> Path:
+    """All analysed images, each as photograph | confidence map (absolute probability) | overlay."""
     n = len(images)
     cols = min(cols, max(n, 1))
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(2.3 * cols, 4.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, 3 * cols, figsize=(4.6 * cols, 1.75 * rows + 0.7), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (img, pmap, clean, title) in enumerate(zip(images, maps, cleans, titles)):
-        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
-        top.imshow(img)
-        top.set_title(title, fontsize=7.5)
-        _overlay(bottom, img, pmap, clean, window, stride, boxes[i] if boxes else None)
-        bottom.set_title(f"min p={pmap.min():.2f}", fontsize=7.5)
-    fig.suptitle("Occlusion sensitivity: colour = where the window made the class probability drop "
-                 "(scaled per image; box: object)", fontsize=10)
-    fig.tight_layout()
+        photo, heat, over = axes[i // cols, 3 * (i % cols):3 * (i % cols) + 3]
+        box = boxes[i] if boxes else None
+        photo.imshow(img)
+        _box(photo, box)
+        photo.set_title(title, fontsize=6.5, loc="left")
+        _confidence(heat, pmap, window, stride, img.shape[:2])
+        heat.set_title(f"min p={pmap.min():.2f}", fontsize=6.5)
+        _overlay(over, img, pmap, clean, window, stride, box)
+        over.set_title("drop", fontsize=6.5)
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), ax=axes, fraction=0.02,
+                 pad=0.01, label="P(class) with the window there")
+    fig.suptitle("Occlusion sensitivity: photograph, class probability with the window at each place, and where "
+                 "it dropped (overlay scaled per image; box: object)", fontsize=9)
     save_figure(fig, path)
     plt.close(fig)
     return path

@@ -73,13 +73,19 @@ def fill_values(images: torch.Tensor, fill: str, mean: Sequence[float], std: Seq
 @torch.no_grad()
 def occlusion_map(model: nn.Module, images: torch.Tensor, targets: Sequence[int], window: int = 8,
                   stride: int = 2, fill: str = "mean", mean: Sequence[float] = (0.0, 0.0, 0.0),
-                  std: Sequence[float] = (1.0, 1.0, 1.0), method: str = "auto", batch: Optional[int] = None
-                  ) -> OcclusionMaps:
+                  std: Sequence[float] = (1.0, 1.0, 1.0), method: str = "auto", batch: Optional[int] = None,
+                  precision: str = "fp32") -> OcclusionMaps:
     """Per-position target-class probabilities for normalised ``images`` (B, 3, H, W).
 
     ``method``: ``auto`` (fast where the model allows it, else dense), ``fast`` (raises naming the
-    layer it cannot handle) or ``dense``.
+    layer it cannot handle) or ``dense``. ``precision`` bf16 autocasts the forward passes (fp32, the
+    default, keeps the maps exact against Captum; docs/performance.md measures the difference).
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16 (got {precision!r})")
+    if precision == "bf16":
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            return occlusion_map(model, images, targets, window, stride, fill, mean, std, method, batch)
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     h = grid_size(images.shape[2], window, stride)

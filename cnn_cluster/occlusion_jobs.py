@@ -71,7 +71,8 @@ def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict]
     check_window(cfg, data.image_size)
     work = plan_work(preds, cfg)
     method = cfg.method if cfg.method != "auto" else "fast" if supports_fast(model) else "dense"
-    opts = {"window": cfg.window, "stride": cfg.stride, "fill": cfg.fill, "method": method}
+    opts = {"window": cfg.window, "stride": cfg.stride, "fill": cfg.fill, "method": method,
+            "precision": cfg.precision}
     results = _load_parts(parts, trial, work, cfg) if parts else {}
     todo = [i for i in range(len(work)) if i not in results]
     say = (lambda text: print(text, file=out or sys.stdout, flush=True))
@@ -90,7 +91,7 @@ def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict]
         if parts:
             _save_part(parts, trial, work[key], cfg, results[key])
         say(f"[{time.time() - t0:5.1f}s] occlusion {len(results)}/{len(work)}: image {work[key][0]} "
-            f"class {work[key][2]} on {where[0]} (node {where[1]})")
+            f"{data.class_names[work[key][2]]} ({work[key][3]} class) on {where[0]} (node {where[1]})")
     for a in pool:
         ray.kill(a)
     return [_row(trial, work[i], *results[i], data, preds, cfg) for i in range(len(work))]

@@ -83,6 +83,7 @@ def _what_was_run(run: RunDir, state: dict) -> Section:
         ["Hardware", f"{hw.get('nodes', '?')} node(s), {hw.get('cpus', '?')} CPUs, {hw.get('gpus', '?')} GPUs "
                      f"({hw.get('host', '?')}, {hw.get('machine', '?')})"],
         ["Versions", ", ".join(f"{k} {val}" for k, val in v.items())],
+        ["Precision", ", ".join(f"{k} {val}" for k, val in (state.get("precision") or {}).items()) or "?"],
         ["Wall time", f"sweep {state.get('sweep_seconds', 0):.0f} s"
                       + (f", occlusion {state['occlusion_seconds']:.0f} s" if "occlusion_seconds" in state else "")],
         ["Config", _config_summary(run)],

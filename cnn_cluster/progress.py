@@ -1,46 +1,56 @@
-"""Live sweep progress in plain lines (readable in a terminal and in a SLURM log).
+"""Live sweep progress, readable in a terminal and in a SLURM log.
 
-A Tune callback in the driver process: it sees every trial start, every epoch
-reported by rank 0, and every finish or failure, and prints one line for each
-instead of Ray's own tables and log flood.
+A Tune callback in the sweep's driver process: it sees every trial start, every epoch reported
+by rank 0, and every finish or failure, and prints one line for each instead of Ray's own tables
+and log flood. Inside an epoch it reads each running trial's live file (written by its rank 0 at
+most once a second, ``train.LiveProgress``) and shows where it is, with ETAs from measured
+throughput: on a terminal one updating line per running trial, elsewhere (SLURM logs,
+``cnnc logs``, a pipe) one line per running trial every ``CNNC_PROGRESS_S`` seconds (15).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any, Optional, TextIO
 
 from ray.tune import Callback
 
+from .results import RunDir
+
+INTERVAL_S = 15.0  # periodic lines: often enough to see a trial move, rare enough not to flood a log
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    epochs: int
+    flops: int  # forward FLOPs per image: scales measured throughput to the trials not started yet
+
 
 class Progress(Callback):
-    def __init__(self, names: list[str], epochs: dict[str, int], out: TextIO | None = None):
-        self.names = names
-        self.epochs = epochs
-        self.state = {n: "pending" for n in names}
+    def __init__(self, trials: dict[str, TrialPlan], run: RunDir, concurrent: int, train_images: int,
+                 out: TextIO | None = None):
+        self.trials, self.run, self.concurrent, self.train_images = trials, run, concurrent, train_images
         self.out = out
-        self.t0 = time.time()
+        self.setup()
 
     def setup(self, **info: Any) -> None:
         """Tune calls this as every fit() starts, also a restored one with this callback unpickled:
-        the clock and the counts start afresh."""
-        self.state = {n: "pending" for n in self.names}
+        the clock, the counts and the display start afresh."""
+        self.state = {n: "pending" for n in self.trials}
+        self.live: dict[str, dict] = {}
         self.t0 = time.time()
+        self.last_read = self.last_line = time.time()
+        self.interval = float(os.environ.get("CNNC_PROGRESS_S", INTERVAL_S))
+        self.display: Optional[_Display] = None
 
     def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
-        return {**self.__dict__, "out": None}
+        return {**self.__dict__, "out": None, "display": None}
 
-    def _name(self, trial: Any) -> str:
-        return trial.config.get("experiment", {}).get("name", str(trial))
-
-    def _counts(self) -> str:
-        states = list(self.state.values())
-        return " ".join(f"{s} {states.count(s)}" for s in ("pending", "running", "finished", "failed"))
-
-    def _print(self, text: str) -> None:
-        out = self.out or sys.stdout
-        print(f"[{time.time() - self.t0:6.0f}s] {text}", file=out, flush=True)
+    # ----------------------------------------------------------------------- events
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.state[self._name(trial)] = "running"
@@ -57,33 +67,156 @@ class Progress(Callback):
         name = self._name(trial)
         if result.get("restored"):
             self._print(f"{name}: finished before the interruption; not run again")
-            return
-        if result.get("train_failed"):
+        elif result.get("train_failed"):
             self.state[name] = "failed"
             self._print(f"{name}: FAILED: {result.get('error')}")
-            return
-        if result.get("final"):
+        elif result.get("final"):
             self._print(f"{name}: test accuracy {100 * result['test_acc']:.1f}% "
                         f"(best epoch {result['best_epoch']}, val {100 * result['best_val_acc']:.1f}%)")
-            return
-        self._print(f"{name}: epoch {result['epoch']}/{self.epochs.get(name, '?')}  "
-                    f"loss {result['train_loss']:.3f}  train {100 * result['train_acc']:.1f}%  "
-                    f"val {100 * result['val_acc']:.1f}%  {result['images_per_s']:.0f} img/s")
+        else:
+            self.live.pop(name, None)  # the epoch's end says more than its last batch
+            self._print(f"{name}: epoch {result['epoch']}/{self.trials[name].epochs}  "
+                        f"loss {result['train_loss']:.3f}  train {100 * result['train_acc']:.1f}%  "
+                        f"val {100 * result['val_acc']:.1f}%  {result['images_per_s']:.0f} img/s")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        name = self._name(trial)
+        self.live.pop(name, None)
         if (trial.last_result or {}).get("train_failed"):
-            self._print(f"{self._name(trial)}: done, failed (see trials.parquet) | {self._counts()}")
+            self._print(f"{name}: done, failed (see trials.parquet) | {self._counts()}")
             return
-        self.state[self._name(trial)] = "finished"
-        self._print(f"{self._name(trial)}: finished | {self._counts()}")
+        self.state[name] = "finished"
+        self._print(f"{name}: finished | {self._counts()}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.state[self._name(trial)] = "failed"
+        self.live.pop(self._name(trial), None)
         self._print(f"{self._name(trial)}: FAILED (see trials.parquet) | {self._counts()}")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Between Tune's events (every ~0.1 s): the running trials' places inside their epochs."""
+        now = time.time()
+        if now - self.last_read < 0.5:
+            return
+        self.last_read = now
+        self._read_live()
+        lines = [self.live_line(n) for n in self.trials if n in self.live]
+        if self._terminal():
+            self.display.show(lines)
+        elif lines and now - self.last_line >= self.interval:
+            for line in lines:
+                self._print(line)
 
     def close(self, seconds: float, counts: dict[str, int]) -> None:
         text = " ".join(f"{k} {v}" for k, v in counts.items())
         self._print(f"sweep done in {seconds:.0f}s | {text}")
+        if self.display:
+            self.display.show([])
+
+    # ----------------------------------------------------------------------- live lines
+
+    def _read_live(self) -> None:
+        for name, state in self.state.items():
+            if state != "running":
+                continue
+            try:
+                live = json.loads(self.run.live(name).read_text())
+            except (OSError, ValueError):
+                continue
+            if live.get("time", 0) >= self.t0 and live.get("epoch_seconds", 0) > 0:
+                self.live[name] = live
+
+    def live_line(self, name: str) -> str:
+        live = self.live[name]
+        return (f"{name}: epoch {live['epoch']}/{live['epochs']} batch {live['batch']}/{live['batches']}  "
+                f"loss {live['loss']:.3f}  {live['images_per_s']:.0f} img/s  "
+                f"ETA trial {_duration(self._trial_eta(name))}, sweep {_duration(self.sweep_eta())}")
+
+    def _trial_eta(self, name: str) -> float:
+        live = self.live[name]
+        per_batch = live["epoch_seconds"] / max(live["batch"], 1)
+        left = (live["epochs"] - live["epoch"]) * live["batches"] + live["batches"] - live["batch"]
+        return left * per_batch
+
+    def sweep_eta(self) -> float:
+        """Running trials' ETAs, plus the pending ones at the measured seconds per image and FLOP,
+        shared over the trials that run at once."""
+        measured = [1.0 / (live["images_per_s"] * self.trials[n].flops) for n, live in self.live.items()
+                    if live["images_per_s"] > 0]
+        if not measured:
+            return float("nan")
+        per_flop_image = sum(measured) / len(measured)
+        pending = sum(p.epochs * self.train_images * p.flops * per_flop_image
+                      for n, p in self.trials.items() if self.state[n] == "pending")
+        running = sum(self._trial_eta(n) for n in self.live)
+        return (running + pending) / max(1, min(self.concurrent, len(self.live) + 1))
+
+    # ----------------------------------------------------------------------- output
+
+    def _name(self, trial: Any) -> str:
+        return trial.config.get("experiment", {}).get("name", str(trial))
+
+    def _counts(self) -> str:
+        states = list(self.state.values())
+        return " ".join(f"{s} {states.count(s)}" for s in ("pending", "running", "finished", "failed"))
+
+    def _terminal(self) -> bool:
+        out = self.out or sys.stdout
+        if self.display is None and getattr(out, "isatty", lambda: False)():
+            self.display = _Display(out)
+        return self.display is not None
+
+    def _print(self, text: str) -> None:
+        out = self.out or sys.stdout
+        line = f"[{time.time() - self.t0:6.0f}s] {text}"
+        self.last_line = time.time()
+        if self._terminal():
+            self.display.print(line)
+        else:
+            print(line, file=out, flush=True)
+
+
+class _Display:
+    """A block of updating lines at the bottom of a terminal (one per running trial), with the
+    event lines printed above it: ANSI erase-and-redraw, nothing once stdout is not a terminal."""
+
+    def __init__(self, out: TextIO):
+        self.out, self.lines = out, []
+
+    def _erase(self) -> str:
+        return "".join("\x1b[1A\x1b[2K" for _ in self.lines)  # up one line, clear it
+
+    def _draw(self) -> str:
+        width = _width(self.out)
+        return "".join(f"{line[:width - 1]}\n" for line in self.lines)
+
+    def show(self, lines: list[str]) -> None:
+        if lines == self.lines:
+            return
+        erase, self.lines = self._erase(), lines
+        self.out.write(erase + self._draw())
+        self.out.flush()
+
+    def print(self, line: str) -> None:
+        self.out.write(self._erase() + line + "\n" + self._draw())
+        self.out.flush()
+
+
+def _width(out: TextIO) -> int:
+    try:
+        return os.get_terminal_size(out.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 120
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # nan: nothing measured yet
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
 
 
 def sweep_counts(grid: Any) -> dict[str, int]:

@@ -42,6 +42,8 @@ TRIALS_SCHEMA = pa.schema([
     ("augmentation", pa.string()),
     ("batch_norm", pa.bool_()),
     ("dropout", pa.float64()),
+    ("label_smoothing", pa.float64()),
+    ("precision", pa.string()),  # what the trial computed in (train.precision resolved): fp32 | bf16
     ("seed", pa.int64()),
     ("params", pa.int64()),
     ("flops", pa.int64()),
@@ -151,6 +153,14 @@ class RunDir:
     def train_run(self, trial_id: str) -> Path:
         """Ray Train's storage of one trial's run (its latest checkpoint), named after the Tune trial id."""
         return self.train_storage / f"train-{trial_id}"
+
+    @property
+    def live_dir(self) -> Path:
+        return self.root / "live"
+
+    def live(self, trial: str) -> Path:
+        """A running trial's place inside its epoch (written by its rank 0, read by the progress lines)."""
+        return self.live_dir / f"{trial}.json"
 
     def placement_group(self, trial: str) -> Path:
         """The id of the placement group a trial's workers run in (written by its rank 0)."""

@@ -116,6 +116,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     failed = sum(t["status"] != "finished" for t in trials)
     prior = get_state(run).get("sweep_seconds", 0.0) if resume else 0.0
     set_state(run, "occlusion" if best and cfg.occlusion else "finished" if best else "failed", best=best,
+              precision={t["trial"]: t["precision"] for t in trials},
               sweep_seconds=prior + time.time() - t0, data_root=str(data.root))
     if best and cfg.occlusion:
         try:
@@ -134,7 +135,13 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
     from .occlusion_jobs import check_window, run_occlusion
 
     state = get_state(run)
-    data = data or open_packed(state.get("data_root") or state["dataset"]["root"])
+    if data is None:
+        data = open_packed(state.get("data_root") or state["dataset"]["root"])
+        boxes = load_config(run.config).data.boxes
+        if boxes is not None:  # the run's object boxes: the verdict needs them again
+            from .data.boxes import apply_boxes
+
+            data = apply_boxes(data, boxes)
     check_window(occ, data.image_size)
     known = [t["trial"] for t in read_table(run.trials) if t["status"] == "finished"]
     trial = trial or state.get("best")

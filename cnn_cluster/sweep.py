@@ -25,7 +25,7 @@ from .config import Experiment, ResourcesConfig, SweepConfig
 from .data import PackedDataset
 from .errors import CnncError
 from .models import shapes
-from .progress import Progress, sweep_counts
+from .progress import Progress, TrialPlan, sweep_counts
 from .ray_compat import stock_reason
 from .results import RunDir, write_json
 from .train import CHECKPOINT_FILE, Arrays, train_loop
@@ -111,7 +111,8 @@ def _trial(config: dict, data: list, run: RunDir, resources: dict) -> None:
     trainer = make_trainer(
         train_loop,
         train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"],
-                           "placement_group_file": str(run.placement_group(exp["name"]))},
+                           "placement_group_file": str(run.placement_group(exp["name"])),
+                           "live_file": str(run.live(exp["name"]))},
         torch_config=TorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=resources["workers"], use_gpu=resources["gpus"] > 0,
@@ -171,7 +172,9 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
         tune.with_parameters(_trial, data=[ref], run=RunDir(run.root.resolve()), resources=resources),
         {"CPU": DRIVER_CPU},
     )
-    progress = Progress([e.name for e in p.experiments], {e.name: e.train.epochs for e in p.experiments})
+    plans = {e.name: TrialPlan(e.train.epochs, shapes(e.model, data.image_size, data.num_classes).flops)
+             for e in p.experiments}
+    progress = Progress(plans, run, p.max_concurrent, len(data.indices("train")))
     callbacks = [progress, ReleaseLostPlacementGroups(run)]
     if resume and tune.Tuner.can_restore(str(run.tune.resolve())):
         tuner = tune.Tuner.restore(str(run.tune.resolve()), trainable=trainable, resume_unfinished=True,
@@ -194,6 +197,7 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
     t0 = time.time()
     grid = tuner.fit()
     progress.close(time.time() - t0, sweep_counts(grid))
+    shutil.rmtree(run.live_dir, ignore_errors=True)  # only running trials have a place inside an epoch
     return grid
 
 
@@ -283,6 +287,7 @@ def _trial_row(exp: Experiment, result: Any, epochs: list[dict], data: PackedDat
         **exp.model.model_dump(),
         "conv_layers": exp.model.conv_layers,
         **{k: v for k, v in exp.train.model_dump().items() if k not in ("momentum", "warmup_epochs")},
+        "precision": final.get("precision") or exp.train.precision,
         "params": s.params,
         "flops": s.flops,
         "best_epoch": final.get("best_epoch") if ok else None,

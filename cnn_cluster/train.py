@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import socket
@@ -17,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -83,10 +84,29 @@ def place(arrays: Arrays, device: torch.device) -> Arrays:
     return dataclasses.replace(arrays, images=images)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that support it; full precision elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def native_bf16(device: torch.device) -> bool:
+    """The hardware computes bf16 itself: a GPU with bf16, or a CPU with AVX512-BF16 or AMX (on other
+    CPUs bf16 is emulated, and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):  # not Linux: no way to tell without private torch calls
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` becomes bf16 where the hardware has it natively, else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
+def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``precision`` bf16 (resolved); full precision otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -131,8 +151,13 @@ def epoch_batches(indices: np.ndarray, batch: int, seed: int, epoch: int, rank: 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, batches: list[np.ndarray],
                 cfg: TrainConfig, step0: int, total_steps: int, device: torch.device,
-                generator: torch.Generator) -> tuple[float, float, int]:
-    """One pass over ``batches``; returns summed loss, correct count and images seen."""
+                generator: torch.Generator,
+                on_batch: Optional[Callable[[int, int, float, int], None]] = None) -> tuple[float, float, int]:
+    """One pass over ``batches``; returns summed loss, correct count and images seen.
+
+    ``on_batch(done, total, loss_sum, seen)`` follows every step (live progress).
+    """
+    precision = resolve_precision(cfg.precision, device)
     mean, std = _stats(arrays, device)
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -144,27 +169,56 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, ba
         if cfg.augmentation == "flip_crop":
             x = augment(x, generator)
         y = torch.from_numpy(arrays.labels[idx]).to(device, non_blocking=True)
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(idx)
+        if on_batch is not None:
+            on_batch(i + 1, len(batches), loss_sum, seen)
     return loss_sum, correct, seen
+
+
+class LiveProgress:
+    """Rank 0's place inside the running epoch, in a small JSON file the sweep's progress reads
+    (``RunDir.live``): no Ray call, no barrier, at most one write per ``every_s``."""
+
+    def __init__(self, path: Optional[str], epochs: int, world: int, every_s: float = 1.0):
+        self.path = Path(path) if path else None
+        self.epochs, self.world, self.every_s = epochs, world, every_s
+        self.epoch, self.t0, self.last = 0, time.perf_counter(), 0.0
+
+    def start(self, epoch: int) -> None:
+        self.epoch, self.t0 = epoch, time.perf_counter()
+
+    def __call__(self, done: int, total: int, loss_sum: float, seen: int) -> None:
+        now = time.perf_counter()
+        if self.path is None or (now - self.last < self.every_s and done < total):
+            return
+        self.last = now
+        elapsed = now - self.t0
+        state = {"epoch": self.epoch, "epochs": self.epochs, "batch": done, "batches": total,
+                 "loss": loss_sum / max(seen, 1), "images_per_s": seen * self.world / max(elapsed, 1e-9),
+                 "epoch_seconds": elapsed, "time": time.time()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.path)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, arrays: Arrays, indices: np.ndarray, device: torch.device,
-            batch: int = 256) -> torch.Tensor:
-    """Softmax probabilities for ``indices`` (eval mode), on the CPU."""
+            batch: int = 256, precision: str = "fp32") -> torch.Tensor:
+    """Softmax probabilities for ``indices`` (eval mode), on the CPU; ``precision`` resolved."""
     mean, std = _stats(arrays, device)
     model.eval()
     out = []
     for i in range(0, len(indices), batch):
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(to_input(gather(arrays.images, indices[i:i + batch], device), mean, std))
         out.append(F.softmax(logits.float(), 1).cpu())
     return torch.cat(out) if out else torch.zeros(0, arrays.num_classes)
@@ -203,21 +257,24 @@ def train_loop(config: dict) -> None:
     arrays = place(arrays, device)
     model = build(exp, arrays, device)
     opt = make_optimizer(model, exp.train)
+    precision = resolve_precision(exp.train.precision, device)  # weights and optimizer state stay fp32
     state = _resume(model, opt)
     ddp = rtt.prepare_model(model, move_to_device=False) if world > 1 else model
     train_idx, val_idx = np.flatnonzero(arrays.split == 0), np.flatnonzero(arrays.split == 1)
     per_rank_batch = max(1, exp.train.batch_size // world)
     steps = len(epoch_batches(train_idx, per_rank_batch, 0, 0, rank, world))
     gen = torch.Generator().manual_seed(exp.train.seed * 1000 + rank)
+    live = LiveProgress(config.get("live_file") if rank == 0 else None, exp.train.epochs, world)
     for epoch in range(state["epoch"] + 1, exp.train.epochs + 1):
         gen.manual_seed(exp.train.seed * 100_003 + epoch * 1009 + rank)
         t0 = time.perf_counter()
+        live.start(epoch)
         batches = epoch_batches(train_idx, per_rank_batch, exp.train.seed, epoch, rank, world)
         loss, correct, seen = train_epoch(ddp, opt, arrays, batches, exp.train, (epoch - 1) * steps,
-                                          exp.train.epochs * steps, device, gen)
+                                          exp.train.epochs * steps, device, gen, on_batch=live)
         train_s = time.perf_counter() - t0
         tr = _all_sum([loss, correct, seen], device)
-        va = _evaluate(model, arrays, val_idx[rank::world], device)
+        va = _evaluate(model, arrays, val_idx[rank::world], device, precision)
         metrics = {"epoch": epoch, "train_loss": tr[0] / tr[2], "train_acc": tr[1] / tr[2],
                    "val_loss": va[0] / max(va[2], 1), "val_acc": va[1] / max(va[2], 1),
                    "seconds": time.perf_counter() - t0, "images_per_s": tr[2] / train_s, "final": 0}
@@ -227,7 +284,7 @@ def train_loop(config: dict) -> None:
         state["epoch"] = epoch
         state["history"] = state["history"] + [metrics]  # in the checkpoint: each epoch exactly once
         _report(metrics, state, model, opt, rank)
-    _final_test(model, opt, arrays, state, device, rank, world)
+    _final_test(model, opt, arrays, state, device, rank, world, precision)
 
 
 def _record_placement_group(path: Path) -> None:
@@ -243,8 +300,9 @@ def _record_placement_group(path: Path) -> None:
     tmp.replace(path)
 
 
-def _evaluate(model: nn.Module, arrays: Arrays, idx: np.ndarray, device: torch.device) -> list[float]:
-    probs = predict(model, arrays, idx, device)
+def _evaluate(model: nn.Module, arrays: Arrays, idx: np.ndarray, device: torch.device,
+              precision: str) -> list[float]:
+    probs = predict(model, arrays, idx, device, precision=precision)
     y = torch.from_numpy(arrays.labels[idx])
     loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")) if len(idx) else 0.0
     correct = int((probs.argmax(1) == y).sum()) if len(idx) else 0
@@ -292,13 +350,13 @@ def _report(metrics: dict, state: dict, model: nn.Module, opt: torch.optim.Optim
 
 
 def _final_test(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, state: dict, device: torch.device,
-                rank: int, world: int) -> None:
+                rank: int, world: int, precision: str) -> None:
     """Evaluate the best-validation weights on the test split; rank 0 keeps all predictions."""
 
     model.load_state_dict(state["best_model"])
     test_idx = np.flatnonzero(arrays.split == 2)
     mine = test_idx[rank::world]
-    probs = predict(model, arrays, mine, device)
+    probs = predict(model, arrays, mine, device, precision=precision)
     parts = [None] * world
     if world > 1:
         torch.distributed.all_gather_object(parts, (mine, probs.numpy()))
@@ -311,5 +369,5 @@ def _final_test(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, st
     correct = int((allp.argmax(1) == arrays.labels[idx]).sum()) if len(idx) else 0
     metrics = {"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
                "best_val_acc": state["best_val_acc"], "test_acc": correct / max(len(idx), 1),
-               "test_images": len(idx)}
+               "test_images": len(idx), "precision": precision}
     _report(metrics, state, model, opt, rank, extra={"test_index.npy": idx, "test_probs.npy": allp.astype(np.float32)})

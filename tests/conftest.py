@@ -8,6 +8,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO.parent / "shared" / "data" / "mini-imagenet-sample"  # real photographs, never in the repo
+
+
+@pytest.fixture(scope="session")
+def sample() -> Path:
+    """The shared real mini-ImageNet sample (100 classes x 100 JPEGs), or a skip saying why not."""
+    if not SAMPLE.is_dir():
+        pytest.skip(f"the real mini-ImageNet sample is not at {SAMPLE} (../shared/data beside the repository)")
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def sample_packed(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample, packed once per test session at 84x84 (a few seconds)."""
+    from cnn_cluster.data.miniimagenet import prepare
+
+    path, _ = prepare(sample, tmp_path_factory.mktemp("sample") / "packed", 84)
+    return path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,6 +14,7 @@ from cnn_cluster.models import build_model, shapes
 from cnn_cluster.report import build_report
 from cnn_cluster.results import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, get_state
 from cnn_cluster.submit import submit
+from cnn_cluster.train import resolve_precision
 from conftest import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -42,6 +43,7 @@ def test_tables_schema_and_values(two_worker_run):
         assert 0 <= t["test_acc"] <= 1 and 0 <= t["val_acc"] <= 1
         assert t["best_epoch"] in (1, 2) and t["images_per_s"] > 0
         assert list(t["conv_filters"]) == list(exp.model.conv_filters)
+        assert t["precision"] == resolve_precision("auto", torch.device("cpu"))  # the choice made, per trial
 
 
 def test_each_epoch_once_and_loss_falls(two_worker_run):
@@ -85,6 +87,7 @@ def test_run_folder_state_and_config(two_worker_run):
     assert load_config(out.run.config) == cfg
     state = get_state(out.run)
     assert state["state"] == "finished" and state["best"] == out.best
+    assert set(state["precision"]) == {"a", "b"}
     assert yaml.safe_load(out.run.config.read_text())["name"] == "tiny"
     # Ray Train's storage of a finished trial (its last model and optimizer) is gone; checkpoints/ stays.
     assert not list(out.run.train_storage.glob("train-*")) and out.run.checkpoint(out.best).is_file()

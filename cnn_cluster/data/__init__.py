@@ -13,7 +13,17 @@ __all__ = ["SPLITS", "PackedDataset", "load_dataset", "open_packed", "write_pack
 
 
 def load_dataset(cfg: DataConfig) -> PackedDataset:
-    """The packed dataset a config names, generating or preparing it on first use."""
+    """The packed dataset a config names, generating or preparing it on first use; with
+    ``data.boxes``, the object boxes of that CSV."""
+    data = _load(cfg)
+    if cfg.boxes is None:
+        return data
+    from .boxes import apply_boxes
+
+    return apply_boxes(data, cfg.boxes)
+
+
+def _load(cfg: DataConfig) -> PackedDataset:
     if cfg.source == "synthetic":
         return load_synthetic(cfg)
     if cfg.root is None:

@@ -49,6 +49,7 @@ class PackedDataset:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     info: dict = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)  # each image's file, relative to info["source"]
 
     @property
     def num_classes(self) -> int:
@@ -86,6 +87,7 @@ def open_packed(root: Path | str) -> PackedDataset:
         mean=tuple(info["mean"]),
         std=tuple(info["std"]),
         info=info,
+        sources=list(meta.get("source") or [""] * len(meta["label"])),
     )
 
 
