@@ -124,7 +124,7 @@ def occlusion_grid(images: list[np.ndarray], maps: list[np.ndarray], cleans: lis
         _box(photo, box)
         photo.set_title(title, fontsize=6.5, loc="left")
         _confidence(heat, pmap, window, stride, img.shape[:2])
-        heat.set_title(f"min p={pmap.min():.2f}", fontsize=6.5)
+        heat.set_title(f"p {pmap.min():.2f}-{pmap.max():.2f}", fontsize=6.5)
         _overlay(over, img, pmap, clean, window, stride, box)
         over.set_title("drop", fontsize=6.5)
     fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), ax=axes, fraction=0.02,

@@ -167,7 +167,7 @@ def occlusion_figures(occ: list[dict], data: PackedDataset, out: Path) -> list[P
         suffix = "" if r["target_kind"] == "true" else "-pred"
         files.append(figures.occlusion_panel(image, pmap, r["clean_prob"], r["window"], r["stride"], title,
                                              out / "occlusion" / f"{r['index']}{suffix}.png", r["box"]))
-        for lst, v in zip(grid, (image, pmap, r["clean_prob"], title.replace("  P:", "\nP:"), r["box"])):
+        for lst, v in zip(grid, (image, pmap, r["clean_prob"], title.replace("  P:", "\nP:").replace(" (map", "\n(map"), r["box"])):
             lst.append(v)
     files.append(figures.occlusion_grid(grid[0], grid[1], grid[2], grid[3], occ[0]["window"], occ[0]["stride"],
                                         out / "occlusion.png", grid[4]))

@@ -111,13 +111,17 @@ def autocast(device: torch.device, precision: str = "fp32") -> contextlib.Abstra
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random horizontal flip and pad-4 random crop, per image (the CIFAR recipe)."""
-    b, _, h, w = x.shape
+    """Random horizontal flip and pad-4 random crop, per image (the CIFAR recipe), in one gather:
+    each output pixel reads its source pixel of the zero-padded (mean after normalisation) batch."""
+    b, c, h, w = x.shape
     flip = torch.rand(b, generator=generator) < 0.5
     x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(3), x)
-    padded = F.pad(x, (pad, pad, pad, pad))  # zero = the mean after normalisation
-    offs = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).tolist()
-    out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offs)])
+    padded = F.pad(x, (pad, pad, pad, pad)).flatten(2)  # (b, c, (h + 2 pad) * (w + 2 pad))
+    offs = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).to(x.device)
+    rows = offs[:, :1, None] + torch.arange(h, device=x.device)[None, :, None]  # (b, h, 1)
+    cols = offs[:, 1:, None] + torch.arange(w, device=x.device)[None, None, :]  # (b, 1, w)
+    index = (rows * (w + 2 * pad) + cols).view(b, 1, h * w).expand(b, c, h * w)
+    out = padded.gather(2, index).view(b, c, h, w)
     return out.contiguous(memory_format=torch.channels_last)
 
 

@@ -8,13 +8,14 @@ end. A SLURM already running on the machine is used as it is.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Optional
+
+import apt_install as apt
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 CONF = Path("/etc/slurm/slurm.conf")
@@ -24,20 +25,12 @@ def unavailable() -> Optional[str]:
     """Why SLURM cannot run here, or None."""
     if shutil.which("sbatch") and shutil.which("slurmctld"):
         return None
-    if os.geteuid() != 0:
-        return "SLURM is not installed and installing it needs root"
-    if not shutil.which("apt-get"):
-        return "SLURM is not installed and there is no apt-get to install it"
-    return None
+    return apt.missing_reason(PACKAGES)
 
 
 def install() -> None:
-    if shutil.which("sbatch") and shutil.which("slurmctld") and shutil.which("slurmd"):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], check=True, env=env,
-                   capture_output=True)
+    if not (shutil.which("sbatch") and shutil.which("slurmctld") and shutil.which("slurmd")):
+        apt.install(PACKAGES)
 
 
 def _node_line() -> str:

@@ -1,14 +1,12 @@
 """The report page: sections, Markdown twin, comparison, and a real headless-Chromium check."""
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import apt_install as apt
 from cnn_cluster.cli import app
 from cnn_cluster.page import confused_pairs, observations
 from cnn_cluster.report import build_report
@@ -36,12 +34,9 @@ def run(ray_local, tmp_path_factory):
 def chromium():
     """Debian's chromium and chromedriver, installed here when missing (root with apt)."""
     if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.skip("chromium/chromedriver missing and not root with apt-get to install them")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver"],
-                       check=True, env=env)
+        if why := apt.missing_reason(["chromium", "chromium-driver"]):
+            pytest.skip(why)
+        apt.install(["chromium", "chromium-driver"])
     return CHROMIUM
 
 

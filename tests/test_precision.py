@@ -52,3 +52,21 @@ def test_occlusion_bf16_is_close_to_fp32_and_fp32_is_the_default():
     bf16 = occlusion_map(model, x, [0, 1], window=4, stride=2, precision="bf16").maps
     assert torch.equal(default, fp32) and not torch.equal(bf16, fp32)
     assert float((bf16 - fp32).abs().max()) < 0.05
+
+
+def test_augment_matches_a_per_image_crop_of_the_same_draws():
+    """The one-gather flip and crop equals, image by image, flipping then slicing the padded image at
+    the offsets the same generator draws: the same distribution, without a Python loop per image."""
+    import torch.nn.functional as F
+
+    from cnn_cluster.train import augment
+
+    x = torch.randn(16, 3, 12, 10).contiguous(memory_format=torch.channels_last)
+    out = augment(x, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    flip = torch.rand(16, generator=g) < 0.5
+    offs = torch.randint(0, 9, (16, 2), generator=g).tolist()
+    padded = F.pad(torch.where(flip.view(16, 1, 1, 1), x.flip(3), x), (4, 4, 4, 4))
+    ref = torch.stack([padded[i, :, dy:dy + 12, dx:dx + 10] for i, (dy, dx) in enumerate(offs)])
+    assert torch.equal(out, ref) and out.is_contiguous(memory_format=torch.channels_last)
+    assert {tuple(o) for o in offs} != {(4, 4)}  # some images really moved
