@@ -20,7 +20,7 @@ demo: install
 	$(CNNC) report runs/latest
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not slurm"

@@ -63,7 +63,7 @@ class TrainConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     scheduler: Literal["none", "cosine"] = "none"
     warmup_epochs: int = Field(0, ge=0)  # linear warm-up; keeps batch-norm configs from collapsing
-    augmentation: Literal["none", "flip_crop"] = "none"
+    augmentation: Literal["none", "flip", "flip_crop"] = "none"  # flip: mirror only; flip_crop: + pad-4 crop
     batch_norm: bool = False
     dropout: float = Field(0.0, ge=0, lt=1)  # before each hidden FC layer
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # of the training loss; validation and test stay plain

@@ -111,8 +111,9 @@ def autocast(device: torch.device, precision: str = "fp32") -> contextlib.Abstra
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random horizontal flip and pad-4 random crop, per image (the CIFAR recipe), in one gather:
-    each output pixel reads its source pixel of the zero-padded (mean after normalisation) batch."""
+    """Random horizontal flip and pad-``pad`` random crop, per image (the CIFAR recipe), in one gather:
+    each output pixel reads its source pixel of the zero-padded (mean after normalisation) batch.
+    ``pad=0``: the flip alone."""
     b, c, h, w = x.shape
     flip = torch.rand(b, generator=generator) < 0.5
     x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(3), x)
@@ -170,8 +171,8 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, ba
             group["lr"] = cfg.lr * lr_factor(step0 + i, total_steps, cfg.warmup_epochs * len(batches),
                                              cfg.scheduler == "cosine")
         x = to_input(gather(arrays.images, idx, device), mean, std)
-        if cfg.augmentation == "flip_crop":
-            x = augment(x, generator)
+        if cfg.augmentation != "none":
+            x = augment(x, generator, pad=4 if cfg.augmentation == "flip_crop" else 0)
         y = torch.from_numpy(arrays.labels[idx]).to(device, non_blocking=True)
         with autocast(device, precision):
             logits = model(x)

@@ -54,20 +54,25 @@ def test_no_private_ray_name_outside_the_fence():
 
 
 @pytest.mark.slow
-def test_stock_and_lean_trainer_give_equal_epoch_tables(tmp_path):
+def test_stock_and_lean_trainer_give_equal_epoch_tables(ray_local, tmp_path):
+    """The same tiny sweep on the lean trainer (in this session's Ray) and on Ray's stock TorchTrainer
+    (a cnnc submit with CNNC_RAY_STOCK=1, its own Ray: stock trials start a TrainController actor,
+    which the shared cluster's actor checks in test_sweep.py must not see)."""
+    from cnn_cluster.config import validate
+    from cnn_cluster.submit import submit
+
     cfg = tiny_config(tmp_path, train={"epochs": 2})
+    lean = submit(validate({**cfg, "output": {"root": str(tmp_path / "lean")}}), out=open(os.devnull, "w"))
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    tables, lines = {}, {}
-    for mode, value in (("lean", "0"), ("stock", "1")):
-        out = tmp_path / mode
-        r = subprocess.run([str(Path(sys.executable).with_name("cnnc")), "submit", str(path), "--no-dashboard",
-                            "--no-report", "--set", f"output.root={out}"], capture_output=True, text=True,
-                           timeout=600, env={**os.environ, ray_compat.STOCK_ENV: value})
-        assert r.returncode == 0, r.stdout + r.stderr
-        lines[mode] = r.stdout
-        rows = pq.read_table(out / "latest" / "epochs.parquet").to_pylist()
-        tables[mode] = [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in rows]
-    assert tables["stock"] == tables["lean"] and len(tables["lean"]) == 4
-    assert "stock TorchTrainer (CNNC_RAY_STOCK is set)" in lines["stock"]
-    assert "stock TorchTrainer" not in lines["lean"]
+    path.write_text(yaml.safe_dump({**cfg, "output": {"root": str(tmp_path / "stock")}}))
+    r = subprocess.run([str(Path(sys.executable).with_name("cnnc")), "submit", str(path), "--no-dashboard",
+                        "--no-report"], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, ray_compat.STOCK_ENV: "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "stock TorchTrainer (CNNC_RAY_STOCK is set)" in r.stdout
+
+    def table(run: Path) -> list[dict]:
+        rows = pq.read_table(run / "epochs.parquet").to_pylist()
+        return [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in rows]
+
+    assert table(tmp_path / "stock" / "latest") == table(lean.run.root) and len(table(lean.run.root)) == 4
