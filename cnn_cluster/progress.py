@@ -148,8 +148,9 @@ class Progress(Callback):
         per_flop_image = sum(measured) / len(measured)
         pending = sum(p.epochs * self.train_images * p.flops * per_flop_image
                       for n, p in self.trials.items() if self.state[n] == "pending")
-        running = sum(self._trial_eta(n) for n in self.live)
-        return (running + pending) / max(1, min(self.concurrent, len(self.live) + 1))
+        etas = [self._trial_eta(n) for n in self.live]
+        shared = (sum(etas) + pending) / max(1, min(self.concurrent, len(self.live) + (pending > 0)))
+        return max(max(etas, default=0.0), shared)  # never before the longest running trial ends
 
     # ----------------------------------------------------------------------- output
 

@@ -33,6 +33,8 @@ def test_live_line_and_etas_from_a_live_file(tmp_path):
     assert p._trial_eta("a") == pytest.approx((7 * 347 + 227) * 0.5)
     assert p.sweep_eta() == pytest.approx((7 * 347 + 227) * 0.5 + 2 * 1000 * 200 / (200.0 * 100))
     assert p.live_line("a") == "a: epoch 3/10 batch 120/347  loss 3.120  200 img/s  ETA trial 22m, sweep 22m"
+    p.concurrent = 2  # two slots: b would run beside a, and the sweep still ends when a does
+    assert p.sweep_eta() == pytest.approx(p._trial_eta("a"))
 
 
 def _slow_epochs(tmp_path: Path) -> Path:

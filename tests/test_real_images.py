@@ -1,6 +1,8 @@
 """The real mini-ImageNet sample (../shared/data): loaders, data prepare/info, object boxes, and a
 1-epoch sweep with Part B and the report page, on real photographs. Skipped where it is absent."""
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,16 +102,16 @@ def test_one_epoch_sweep_with_occlusion_and_report_on_real_photographs(sample_pa
            "occlusion": {"count": 3, "select": "confident", "misclassified": 1, "window": 8, "stride": 4}}
     path = tmp_path / "real.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([CNNC, "submit", str(path), "--no-dashboard"], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([CNNC, "submit", str(path), "--no-dashboard"], capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "CNNC_PROGRESS_S": "1"})  # an epoch of 8,000 photographs outlasts 1 s
     assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"small: epoch 1/1 batch \d+/125 .* img/s  ETA trial", r.stdout), r.stdout
     run = (tmp_path / "runs" / "latest").resolve()
     names = set(data.class_names)
     occ_lines = [line for line in r.stdout.splitlines() if "occlusion " in line and " on " in line]
     assert occ_lines and all(any(n in line for n in names) for line in occ_lines)  # the class by name
     page = (run / "report" / "index.html").read_text()
     text = (run / "report" / "README.md").read_text()  # the page's words, without its inlined figures
-    import re
-
     assert not re.findall(r"\bn\d{8}\b", text)  # class names, never wnids
     assert sum(n in text for n in names) >= 10
     for fig in ("occlusion.png", "misclassified.png", "confusion.png", "curves.png"):
