@@ -92,8 +92,7 @@ def occlusion_map(model: nn.Module, images: torch.Tensor, targets: Sequence[int]
     w = grid_size(images.shape[3], window, stride)
     if method not in ("auto", "fast", "dense"):
         raise ValueError(f"method must be auto, fast or dense (got {method!r})")
-    if method == "auto":
-        method = "fast" if supports_fast(model) else "dense"
+    method = resolve_method(model, method)
     model.eval()
     fills = fill_values(images, fill, mean, std, window)
     clean = F.softmax(model(images).float(), 1)
@@ -164,6 +163,11 @@ def split_model(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
         raise ValueError("the fast occlusion path needs at least one Conv2d/ReLU/MaxPool2d layer before the head; "
                          "use method='dense' or 'auto'")
     return [m for _, m in named], head
+
+
+def resolve_method(model: nn.Module, method: str) -> str:
+    """``auto`` becomes fast where the model can be tiled, else dense; others stay as they are."""
+    return method if method != "auto" else "fast" if supports_fast(model) else "dense"
 
 
 def supports_fast(model: nn.Module) -> bool:

@@ -22,7 +22,7 @@ from .cluster import node_id
 from .config import OcclusionConfig
 from .data import PackedDataset
 from .errors import CnncError
-from .occlusion import box_scores, grid_size, occlusion_map, select_images, supports_fast
+from .occlusion import box_scores, grid_size, occlusion_map, resolve_method, select_images
 
 
 @ray.remote
@@ -70,7 +70,7 @@ def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict]
     """
     check_window(cfg, data.image_size)
     work = plan_work(preds, cfg)
-    method = cfg.method if cfg.method != "auto" else "fast" if supports_fast(model) else "dense"
+    method = resolve_method(model, cfg.method)  # resolved here too: the progress line names the path
     opts = {"window": cfg.window, "stride": cfg.stride, "fill": cfg.fill, "method": method,
             "precision": cfg.precision}
     results = _load_parts(parts, trial, work, cfg) if parts else {}

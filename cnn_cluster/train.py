@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -84,6 +85,7 @@ def place(arrays: Arrays, device: torch.device) -> Arrays:
     return dataclasses.replace(arrays, images=images)
 
 
+@functools.cache  # /proc/cpuinfo once per process, not once per epoch
 def native_bf16(device: torch.device) -> bool:
     """The hardware computes bf16 itself: a GPU with bf16, or a CPU with AVX512-BF16 or AMX (on other
     CPUs bf16 is emulated, and slower than fp32)."""
@@ -209,10 +211,7 @@ class LiveProgress:
         state = {"epoch": self.epoch, "epochs": self.epochs, "batch": done, "batches": total,
                  "loss": loss_sum / max(seen, 1), "images_per_s": seen * self.world / max(elapsed, 1e-9),
                  "epoch_seconds": elapsed, "time": time.time()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self.path)
+        _write_atomic(self.path, json.dumps(state))
 
 
 @torch.no_grad()
@@ -299,9 +298,14 @@ def _record_placement_group(path: Path) -> None:
     pg = ray.util.get_current_placement_group()
     if pg is None:
         return
+    _write_atomic(path, pg.id.hex())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A small side file a reader in another process never sees half-written (the sweep reads it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(pg.id.hex())
+    tmp.write_text(text)
     tmp.replace(path)
 
 
