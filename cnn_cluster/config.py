@@ -1,7 +1,7 @@
 """YAML -> validated, frozen config objects. The only place YAML is parsed.
 
 A sweep file has the sections ``name``, ``data``, ``train``, ``experiments``,
-``grid``, ``resources``, ``output`` and ``occlusion``. Each experiment entry
+``grid``, ``search``, ``resources``, ``output`` and ``occlusion``. Each experiment entry
 sets the model fields and may override any ``train`` field. Every error names
 the dotted path of the offending field.
 """
@@ -136,12 +136,29 @@ class OcclusionConfig(_Strict):
     seed: int = 0
 
 
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "quniform")
+
+
+class SearchConfig(_Strict):
+    """A recipe search per experiment: ``num_samples`` recipes drawn from ``space`` for each."""
+
+    num_samples: int = Field(8, ge=1)  # recipes tried per experiment
+    metric: Literal["val_acc"] = "val_acc"  # maximised; the test split stays out of the search
+    algorithm: Literal["random", "optuna"] = "random"  # optuna: pip install 'cnn-cluster[search]'
+    scheduler: Literal["none", "asha"] = "asha"
+    grace_period: int = Field(2, ge=1)  # epochs before ASHA may stop a trial
+    reduction_factor: int = Field(3, ge=2)  # ASHA keeps the best 1/reduction_factor at each rung
+    seed: int = 0  # the draws: the same seed draws the same recipes
+    space: dict[str, dict[str, list[Any]]] = Field(min_length=1)  # field -> {distribution: arguments}
+
+
 class SweepConfig(_Strict):
     name: str = "sweep"
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     experiments: tuple[ExperimentSpec, ...] = ()  # type: ignore[valid-type]
     grid: dict[str, list[Any]] = {}
+    search: Optional[SearchConfig] = None
     resources: ResourcesConfig = ResourcesConfig()
     output: OutputConfig = OutputConfig()
     occlusion: Optional[OcclusionConfig] = None
@@ -193,12 +210,26 @@ def validate(raw: dict, where: str = "config") -> SweepConfig:
         raise ConfigError(f"{where}: {exc}") from None
     if not exps:
         raise ConfigError(f"{where}: experiments: the list is empty; add at least one experiment (or a grid)")
+    if cfg.search is not None:
+        try:
+            _check_search(cfg.search, exps)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return cfg
 
 
 def dump_config(cfg: SweepConfig) -> str:
     """The resolved config as YAML, loadable again by load_config."""
     return yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+
+def best_recipes_yaml(cfg: SweepConfig, recipes: list[Experiment], header: str = "") -> str:
+    """A sweep file that trains ``recipes`` as they are: the search and the grid are spent."""
+    raw = cfg.model_dump(mode="json", exclude={"search", "grid"})
+    raw["experiments"] = [{"name": e.name, **e.model.model_dump(mode="json"), **e.train.model_dump(mode="json")}
+                          for e in recipes]
+    validate(raw, "best recipes")  # what is written loads again
+    return header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=120)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -345,3 +376,86 @@ def _experiment(defaults: TrainConfig, name: str, fields: dict, where: str) -> E
         return Experiment(name=name, model=ModelConfig.model_validate(model), train=TrainConfig.model_validate(train))
     except ValidationError as exc:
         raise ConfigError(f"{where}.{_describe(exc)}") from None
+
+
+# --------------------------------------------------------------------------- search
+
+
+def search_field(key: str) -> tuple[str, str]:
+    """``train.lr`` -> ("train", "lr"); ``conv_filters`` or ``model.conv_filters`` -> ("model", ...)."""
+    section, _, field = key.rpartition(".")
+    if section in ("", "model") and field in _MODEL_KEYS:
+        return "model", field
+    if section == "train" and field in _TRAIN_KEYS:
+        return "train", field
+    valid = [f"train.{k}" for k in _TRAIN_KEYS] + list(_MODEL_KEYS)
+    raise ConfigError(f"search.space.{key}: unknown field; {_hint(key, valid)}valid: {', '.join(valid)}")
+
+
+def with_values(exp: Experiment, values: dict[str, Any], name: Optional[str] = None) -> Experiment:
+    """The experiment with searched fields set (``values`` keyed like ``search.space``), validated."""
+    parts: dict[str, dict] = {"model": exp.model.model_dump(), "train": exp.train.model_dump()}
+    for key, value in values.items():
+        section, field = search_field(key)
+        parts[section][field] = value
+    try:
+        return Experiment(name=name or exp.name, model=ModelConfig.model_validate(parts["model"]),
+                          train=TrainConfig.model_validate(parts["train"]))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _check_search(search: SearchConfig, exps: list[Experiment]) -> None:
+    if search.algorithm == "optuna":
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            raise ConfigError("search.algorithm: optuna is not installed; pip install 'cnn-cluster[search]' "
+                              "or use algorithm: random")
+    for key, dist in search.space.items():
+        where = f"search.space.{key}"
+        section, field = search_field(key)
+        if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+            raise ConfigError(f"{where}: give exactly one distribution, one of {', '.join(DISTRIBUTIONS)} "
+                              f"(e.g. {{loguniform: [1.0e-4, 1.0e-2]}})")
+        kind, args = next(iter(dist.items()))
+        _check_distribution(f"{where}.{kind}", kind, args, _field_kind(section, field))
+        for value in (args if kind == "choice" else args[:2]):  # every choice, both ends of a range
+            for exp in exps:
+                try:
+                    with_values(exp, {key: value})
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}.{kind}: {value!r} is not a valid {key} for {exp.name} "
+                                      f"({exc})") from None
+
+
+def _field_kind(section: str, field: str) -> str:
+    """What a field's type can take: "int", "float" or "choice" (booleans, names, layer lists)."""
+    model = ModelConfig if section == "model" else TrainConfig
+    annotation = model.model_fields[field].annotation
+    return {int: "int", float: "float"}.get(annotation, "choice")
+
+
+def _check_distribution(where: str, kind: str, args: list[Any], field_kind: str) -> None:
+    if kind == "choice":
+        if not args:
+            raise ConfigError(f"{where}: empty list of choices")
+        return
+    if field_kind == "choice":
+        raise ConfigError(f"{where}: this field takes listed values only; use {{choice: [...]}}")
+    want = 3 if kind == "quniform" else 2
+    if len(args) != want or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        shape = "[low, high, step]" if kind == "quniform" else "[low, high]"
+        raise ConfigError(f"{where}: expected {shape} numbers (got {args!r})")
+    low, high = args[0], args[1]
+    if not low < high:
+        raise ConfigError(f"{where}: empty range: low {low!r} must be below high {high!r}")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"{where}: low must be > 0 for a log scale (got {low!r})")
+    if kind == "quniform" and args[2] <= 0:
+        raise ConfigError(f"{where}: step must be > 0 (got {args[2]!r})")
+    integral = kind == "randint" or (kind == "quniform" and all(float(a).is_integer() for a in args))
+    if field_kind == "int" and not integral:
+        raise ConfigError(f"{where}: this field takes integers; use randint, or quniform with whole numbers")
+    if kind == "randint" and not all(float(a).is_integer() for a in args):
+        raise ConfigError(f"{where}: randint takes whole numbers (got {args!r})")

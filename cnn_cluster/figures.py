@@ -155,3 +155,43 @@ def accuracy_vs_cost(trials: list[dict], path: Path) -> Path:
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def search_scatter(trials: list[dict], values: list[dict], path: Path) -> Path:
+    """Validation accuracy against each searched field: one panel per field, one colour per
+    experiment; filled: trained to the end, hollow: stopped by ASHA, star: the tested best."""
+    fields = list(dict.fromkeys(k for v in values for k in v))
+    cols = min(len(fields), 3) or 1
+    rows = (len(fields) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    groups = list(dict.fromkeys(t["experiment"] for t in trials))
+    for ax, field in zip(axes.flat, fields):
+        xs = [v.get(field) for v in values]
+        categorical = any(not isinstance(x, (int, float)) or isinstance(x, bool) for x in xs if x is not None)
+        cats = list(dict.fromkeys(str(x) for x in xs)) if categorical else []
+        for t, x in zip(trials, xs):
+            if x is None or t.get("val_acc") is None:
+                continue
+            colour = f"C{groups.index(t['experiment']) % 10}"
+            pos = cats.index(str(x)) if categorical else x
+            marker = "*" if t.get("test_acc") is not None else "o"
+            face = colour if t["status"] == "finished" else "none"
+            ax.scatter(pos, 100 * t["val_acc"], s=140 if marker == "*" else 36, marker=marker,
+                       facecolors=face, edgecolors=colour)
+        numeric = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        if categorical:
+            ax.set_xticks(range(len(cats)), cats, fontsize=8)
+        elif numeric and min(numeric) > 0 and max(numeric) / min(numeric) > 20:
+            ax.set_xscale("log")  # a loguniform range: its draws spread evenly on a log axis
+        ax.set(xlabel=field, ylabel="best validation accuracy (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(fields):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{i % 10}", label=g) for i, g in enumerate(groups)]
+    handles += [plt.Line2D([], [], marker="o", ls="", mfc="none", mec="gray", label="stopped by ASHA"),
+                plt.Line2D([], [], marker="*", ls="", color="gray", ms=11, label="best (tested)")]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    save_figure(fig, path)
+    plt.close(fig)
+    return path

@@ -17,7 +17,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from . import figures
+from . import figures, search_report
 from .data import PackedDataset
 from .results import RunDir, get_state, read_table, write_text
 
@@ -54,6 +54,8 @@ def run_sections(run: RunDir, data: Optional[PackedDataset], files: dict[str, Pa
     best = state.get("best")
     names = data.class_names if data is not None else None
     out = [_what_was_run(run, state), _experiments(trials, best)]
+    if search_report.is_search(trials):
+        out.append(_search(trials, files.get("search")))
     if "cost" in files:
         out.append(Section("Accuracy against size and compute", [Image(files["cost"], "test accuracy vs params and FLOPs")]))
     if "curves" in files:
@@ -120,6 +122,19 @@ def _experiments(trials: list[dict], best: Optional[str]) -> Section:
                      f"{t['images_per_s']:.0f}" if t.get("images_per_s") else "-"])
     note = "The highlighted row has the best validation accuracy; its test predictions feed the sections below."
     return Section("Experiments", [Table(cols, rows, mark, id="experiments"), note])
+
+
+def _search(trials: list[dict], image: Optional[Path]) -> Section:
+    """Per experiment: its best recipe (the one trial tested), its top trials, what ASHA saved."""
+    summaries = search_report.summarise(trials)
+    blocks: list[Block] = [search_report.lines(summaries)]
+    if image is not None:
+        blocks.append(Image(image, "validation accuracy against each searched field"))
+    for g in summaries:
+        blocks += [f"Top trials of {g.experiment}:", Table(search_report.TOP_COLUMNS, search_report.top_rows(g), 0)]
+    blocks.append("Only each experiment's best trial by validation accuracy was evaluated on the test split; "
+                  "best.yaml beside this page trains those recipes as a sweep file.")
+    return Section("Recipe search", blocks)
 
 
 def _confusion(preds: list[dict], names: list[str], image: Optional[Path]) -> Section:

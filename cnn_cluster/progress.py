@@ -70,6 +70,8 @@ class Progress(Callback):
         elif result.get("train_failed"):
             self.state[name] = "failed"
             self._print(f"{name}: FAILED: {result.get('error')}")
+        elif result.get("final") and "test_acc" not in result:  # a search trial: validation only
+            self._print(f"{name}: done, best val {100 * result['best_val_acc']:.1f}% (epoch {result['best_epoch']})")
         elif result.get("final"):
             self._print(f"{name}: test accuracy {100 * result['test_acc']:.1f}% "
                         f"(best epoch {result['best_epoch']}, val {100 * result['best_val_acc']:.1f}%)")
@@ -84,6 +86,11 @@ class Progress(Callback):
         self.live.pop(name, None)
         if (trial.last_result or {}).get("train_failed"):
             self._print(f"{name}: done, failed (see trials.parquet) | {self._counts()}")
+            return
+        last = trial.last_result or {}
+        if not last.get("final") and not last.get("restored") and "epoch" in last:  # ASHA stopped it
+            self.state[name] = "stopped"
+            self._print(f"{name}: stopped by ASHA after epoch {last['epoch']} | {self._counts()}")
             return
         self.state[name] = "finished"
         self._print(f"{name}: finished | {self._counts()}")
@@ -159,7 +166,9 @@ class Progress(Callback):
 
     def _counts(self) -> str:
         states = list(self.state.values())
-        return " ".join(f"{s} {states.count(s)}" for s in ("pending", "running", "finished", "failed"))
+        shown = ("pending", "running", "finished", "stopped", "failed") if "stopped" in states else \
+            ("pending", "running", "finished", "failed")
+        return " ".join(f"{s} {states.count(s)}" for s in shown)
 
     def _terminal(self) -> bool:
         out = self.out or sys.stdout
@@ -221,6 +230,17 @@ def _duration(seconds: float) -> str:
 
 
 def sweep_counts(grid: Any) -> dict[str, int]:
-    """Finished and failed trials of a ResultGrid (a restored sweep's callback saw only part of it)."""
-    ok = sum(1 for r in grid if r.error is None and (r.metrics or {}).get("final") == 1)
-    return {"finished": ok, "failed": len(grid) - ok}
+    """Finished, ASHA-stopped and failed trials of a ResultGrid (a restored sweep's callback saw only
+    part of it)."""
+    states = [trial_status(r.error, r.metrics or {}) for r in grid]
+    counts = {s: states.count(s) for s in ("finished", "stopped", "failed")}
+    return counts if counts["stopped"] else {"finished": counts["finished"], "failed": counts["failed"]}
+
+
+def trial_status(error: Any, last: dict) -> str:
+    """finished (its final report came), stopped (ASHA ended it after an epoch), else failed."""
+    if error is None and last.get("final") == 1:
+        return "finished"
+    if error is None and not last.get("train_failed") and "val_acc" in last:
+        return "stopped"
+    return "failed"

@@ -20,6 +20,9 @@ private name                                                                why
 ``ray.train.v2._internal.execution.scaling_policy.fixed.FixedScalingPolicy``  minus its resource requests to Ray Data's
   (``scaling_config``, ``_maybe_send_resource_request``,                    autoscaling coordinator (an actor that
   ``_send_resource_request``, ``_cancel_resource_request``)                 cost ~2.5 CPU-s at the first trial)
+``TrainController._worker_group`` and ``WorkerGroup.abort(self)``           when Tune stops a trial early (ASHA), end
+                                                                            its workers and their placement group,
+                                                                            which the trial driver (reused) would keep
 ``ray.init(_temp_dir=...)``                                                 a private temp folder per embedded cluster,
                                                                             removed at exit (Ray never cleans them)
 ``ray._private.state.actors()``                                             the actor classes a cluster ran, without a
@@ -78,6 +81,7 @@ EXPECTED: dict[tuple[str, str], Optional[tuple[str, ...]]] = {
     (f"{_V2}.execution.scaling_policy.fixed", "FixedScalingPolicy._maybe_send_resource_request"): ("self",),
     (f"{_V2}.execution.scaling_policy.fixed", "FixedScalingPolicy._send_resource_request"): ("self",),
     (f"{_V2}.execution.scaling_policy.fixed", "FixedScalingPolicy._cancel_resource_request"): ("self",),
+    (f"{_V2}.execution.worker_group.worker_group", "WorkerGroup.abort"): ("self",),
     ("ray", "init"): ("_temp_dir",),
     ("ray._private.state", "actors"): None,
 }
@@ -113,7 +117,7 @@ def problems() -> list[str]:
     """Every private name that moved or changed in the installed Ray (empty: all as expected)."""
     found = [p for (m, a), params in EXPECTED.items() if (p := _check(m, a, params))]
     found += [f"{_TRAIN_CONSTANTS} no longer defines {flag}" for flag in missing_flags()]
-    return found
+    return found + _attribute_problems()
 
 
 def missing_flags() -> list[str]:
@@ -126,8 +130,19 @@ def missing_flags() -> list[str]:
 
 
 def _trainer_problems() -> list[str]:
-    return [p for (m, a), params in EXPECTED.items() if m != "ray" and m != "ray._private.state"
-            and (p := _check(m, a, params))]
+    found = [p for (m, a), params in EXPECTED.items() if m != "ray" and m != "ray._private.state"
+             and (p := _check(m, a, params))]
+    return found + _attribute_problems()
+
+
+def _attribute_problems() -> list[str]:
+    """Instance attributes cannot be looked up before an instance exists: read the source instead."""
+    try:
+        controller = _resolve(f"{_V2}.execution.controller.controller", "TrainController")
+        source = inspect.getsource(controller.__init__)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return ["TrainController.__init__ unreadable"]
+    return [] if "self._worker_group" in source else ["TrainController no longer sets self._worker_group"]
 
 
 _TRAINER_PROBLEMS: Optional[list[str]] = None
@@ -196,11 +211,26 @@ def lean_trainer_class() -> type:
             if type(policy) is FixedScalingPolicy and not self.datasets:  # elastic runs need the coordinator
                 controller_init_kwargs["scaling_policy"] = FixedWithoutDataCoordinator(policy.scaling_config)
             controller = TrainController(**controller_init_kwargs)
-            asyncio.run(controller.run())
+            try:
+                asyncio.run(controller.run())
+            except SystemExit:  # Tune stopped the trial (ASHA) inside a report: end its workers too
+                _abort_workers(controller)
+                raise
             return controller.get_result()
 
     LeanTorchTrainer.policy_class = FixedWithoutDataCoordinator  # for the override check of the tests
     return LeanTorchTrainer
+
+
+def _abort_workers(controller: Any) -> None:
+    """A stopped trial's workers and placement group go now: Tune reuses its driver process, which
+    owns them, so nothing else would end them and the next trials would wait for their CPUs."""
+    group = getattr(controller, "_worker_group", None)
+    if group is not None:
+        try:
+            group.abort()
+        except Exception:  # noqa: BLE001 - already shut down: nothing left to end
+            pass
 
 
 def overridden_but_missing() -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import figures, page
+from . import figures, page, search_report
 from .data import PackedDataset, open_packed
 from .errors import CnncError
 from .results import RunDir, get_state, read_table, write_text
@@ -97,6 +97,11 @@ def build_report(run: RunDir) -> Report:
             named["confusion"] = confusion
     notes = [] if state.get("state") == "finished" else [f"run state: {state.get('state', 'unknown')}; "
                                                          "the tables show what has finished"]
+    if search_report.is_search(trials):
+        search_files, search_lines = _search_outputs(run, trials, out)
+        files += search_files
+        named["search"] = search_files[1]
+        notes += search_lines
     occ = read_table(run.occlusion)
     verdict = ""
     if occ and data is not None:
@@ -113,6 +118,18 @@ def build_report(run: RunDir) -> Report:
                                     page.run_sections(run, data, named, verdict))
     files += [index, readme]
     return Report(text_table(rows), files, state.get("state", "unknown"), notes, index)
+
+
+def _search_outputs(run: RunDir, trials: list[dict], out: Path) -> tuple[list[Path], list[str]]:
+    """report/search.md, search.png and best.yaml (each experiment's best recipe, runnable)."""
+    from .config import load_config
+
+    summaries = search_report.summarise(trials)
+    md, png, best = out / "search.md", out / "search.png", out / "best.yaml"
+    write_text(md, search_report.markdown(summaries))
+    figures.search_scatter(trials, [search_report.values(t) for t in trials], png)
+    write_text(best, search_report.best_yaml(load_config(run.config), summaries, run.root.resolve().name))
+    return [md, png, best], search_report.lines(summaries) + [f"best recipes as a sweep file: {best}"]
 
 
 def build_comparison(runs: list[RunDir], out: Path) -> Path:

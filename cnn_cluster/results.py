@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from .errors import CnncError
 
 TRIALS_SCHEMA = pa.schema([
-    ("trial", pa.string()),  # experiment name
+    ("trial", pa.string()),  # experiment name; in a search <experiment>-<sample>
     ("trial_id", pa.string()),
-    ("status", pa.string()),  # finished | failed
+    ("status", pa.string()),  # finished | stopped (by ASHA, in a search) | failed
     ("error", pa.string()),
     ("conv_filters", pa.list_(pa.int32())),
     ("conv_layers", pa.int32()),
@@ -55,6 +55,10 @@ TRIALS_SCHEMA = pa.schema([
     ("workers", pa.int32()),
     ("node", pa.string()),  # host name of the trial's rank-0 worker
     ("node_id", pa.string()),  # its Ray node id: tells apart several nodes on one host
+    ("experiment", pa.string()),  # the experiment the trial belongs to (a search has several per experiment)
+    ("sample", pa.int32()),  # a search's recipe number within its experiment; 0 without a search
+    ("searched", pa.string()),  # a search's drawn values as JSON, keyed like search.space
+    ("epochs_run", pa.int32()),  # epochs trained (fewer than epochs where ASHA stopped the trial)
 ])
 
 EPOCHS_SCHEMA = pa.schema([
@@ -145,6 +149,11 @@ class RunDir:
     @property
     def train_storage(self) -> Path:
         return self.root / "train"
+
+    @property
+    def scheduler_state(self) -> Path:
+        """A search's ASHA rungs (search.GroupedASHA): Tune does not save its scheduler."""
+        return self.root / "tune-scheduler"
 
     @property
     def checkpoints(self) -> Path:

@@ -96,6 +96,9 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     set_state(run, "running", started=get_state(run).get("started", time.time()), versions=_versions(),
               hardware=_hardware(cluster), dataset=_dataset_summary(data))
     say(f"run folder: {run.root}")
+    if cfg.search:
+        say(f"recipe search: {cfg.search.num_samples} {cfg.search.algorithm} recipes per experiment, scheduler "
+            f"{cfg.search.scheduler}; only each experiment's best trial meets the test split")
     say(f"{len(exps)} experiments on {cluster.nodes} node(s), {cluster.cpus:g} CPUs, {cluster.gpus:g} GPUs; "
         f"{p.max_concurrent} trial(s) at a time, {cfg.resources.workers_per_trial} worker(s) each")
     if cluster.dashboard_url:
@@ -108,12 +111,12 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     except KeyboardInterrupt:
         set_state(run, "interrupted")
         raise
-    trials, epochs, best = collect(grid, p, data, run)
+    trials, epochs, best = collect(grid, p, data, run, search=cfg.search is not None)
     write_table(run.trials, trials, TRIALS_SCHEMA)
     write_table(run.epochs, epochs, EPOCHS_SCHEMA)
     if best:
         write_table(run.predictions, trial_predictions(run, best, data.labels), PREDICTIONS_SCHEMA)
-    failed = sum(t["status"] != "finished" for t in trials)
+    failed = sum(t["status"] == "failed" for t in trials)
     prior = get_state(run).get("sweep_seconds", 0.0) if resume else 0.0
     set_state(run, "occlusion" if best and cfg.occlusion else "finished" if best else "failed", best=best,
               precision={t["trial"]: t["precision"] for t in trials},

@@ -25,7 +25,7 @@ from .config import Experiment, ResourcesConfig, SweepConfig
 from .data import PackedDataset
 from .errors import CnncError
 from .models import shapes
-from .progress import Progress, TrialPlan, sweep_counts
+from .progress import Progress, TrialPlan, sweep_counts, trial_status
 from .ray_compat import stock_reason
 from .results import RunDir, write_json
 from .train import CHECKPOINT_FILE, Arrays, train_loop
@@ -63,7 +63,8 @@ def check_experiments(cfg: SweepConfig, data: PackedDataset) -> list[Experiment]
 
 def plan_concurrency(cfg: SweepConfig, exps: list[Experiment], cluster: ClusterInfo) -> Plan:
     """How many trials run at once; refuses a trial the cluster could never place."""
-    return Plan(exps, *_concurrency(cfg.resources, cluster, len(exps)), cfg.resources.workers_per_trial,
+    n = len(exps) * (cfg.search.num_samples if cfg.search else 1)
+    return Plan(exps, *_concurrency(cfg.resources, cluster, n), cfg.resources.workers_per_trial,
                 dashboard=bool(cluster.dashboard_url))
 
 
@@ -111,6 +112,7 @@ def _trial(config: dict, data: list, run: RunDir, resources: dict) -> None:
     trainer = make_trainer(
         train_loop,
         train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"],
+                           "test": config.get("test", True),
                            "placement_group_file": str(run.placement_group(exp["name"])),
                            "live_file": str(run.live(exp["name"]))},
         torch_config=TorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
@@ -148,8 +150,9 @@ def _keep_best(ckpt_dir: str, run: RunDir, exp: dict, final: dict) -> None:
     tmp = out.with_suffix(".tmp")
     torch.save({"model": state["best_model"], "experiment": exp, "best_epoch": state["best_epoch"]}, tmp)
     tmp.replace(out)
-    for name_ in ("test_index.npy", "test_probs.npy"):
-        shutil.copyfile(Path(ckpt_dir) / name_, out.with_name(f"{out.stem}.{name_}"))
+    for name_ in ("test_index.npy", "test_probs.npy"):  # a search trial has none
+        if (Path(ckpt_dir) / name_).is_file():
+            shutil.copyfile(Path(ckpt_dir) / name_, out.with_name(f"{out.stem}.{name_}"))
     write_json(run.history(name), state["history"])
     write_json(run.final(name), final)
 
@@ -172,26 +175,27 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
         tune.with_parameters(_trial, data=[ref], run=RunDir(run.root.resolve()), resources=resources),
         {"CPU": DRIVER_CPU},
     )
-    plans = {e.name: TrialPlan(e.train.epochs, shapes(e.model, data.image_size, data.num_classes).flops)
-             for e in p.experiments}
-    progress = Progress(plans, run, p.max_concurrent, len(data.indices("train")))
+    progress = Progress(_trial_plans(cfg, p, data), run, p.max_concurrent, len(data.indices("train")))
     callbacks = [progress, ReleaseLostPlacementGroups(run)]
     if resume and tune.Tuner.can_restore(str(run.tune.resolve())):
         tuner = tune.Tuner.restore(str(run.tune.resolve()), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
+        # reuse_actors: a finished trial's driver process takes the next trial, so only the
+        # first trials pay its start and imports (~9 s on 2 cores; Tune's default is not to reuse).
         tuner = tune.Tuner(
             trainable,
-            param_space={"experiment": tune.grid_search([e.model_dump(mode="json") for e in p.experiments])},
-            # reuse_actors: a finished trial's driver process takes the next trial, so only the
-            # first trials pay its start and imports (~9 s on 2 cores; Tune's default is not to reuse).
-            tune_config=tune.TuneConfig(max_concurrent_trials=p.max_concurrent, reuse_actors=True,
+            tune_config=tune.TuneConfig(max_concurrent_trials=p.max_concurrent,
+                                        reuse_actors=resources["lean"] or not _stops_early(cfg),
                                         trial_dirname_creator=lambda t: t.config["experiment"]["name"],
-                                        trial_name_creator=lambda t: t.config["experiment"]["name"]),
+                                        trial_name_creator=lambda t: t.config["experiment"]["name"],
+                                        **_search_args(cfg, p, run)),
             # A trial whose driver process died (killed, its node lost) starts again: its Train run resumes.
             run_config=tune.RunConfig(name=run.tune.name, storage_path=str(run.root.resolve()), verbose=0,
                                       callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=res.max_failures)),
+            **({} if cfg.search else {"param_space": {"experiment": tune.grid_search(
+                [e.model_dump(mode="json") for e in p.experiments])}}),
         )
     # A restored Tuner brings back its pickled callbacks; Progress.setup restarts their clock and counts.
     t0 = time.time()
@@ -199,6 +203,36 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
     progress.close(time.time() - t0, sweep_counts(grid))
     shutil.rmtree(run.live_dir, ignore_errors=True)  # only running trials have a place inside an epoch
     return grid
+
+
+def _search_args(cfg: SweepConfig, p: Plan, run: RunDir) -> dict:
+    """A search: per-experiment searchers and ASHAs (search.py) make the trials; else the grid does."""
+    if cfg.search is None:
+        return {}
+    from .search import GroupedASHA, GroupedSearcher
+
+    args: dict[str, Any] = {"search_alg": GroupedSearcher(cfg.search, p.experiments),
+                            "num_samples": cfg.search.num_samples * len(p.experiments)}
+    if cfg.search.scheduler == "asha":
+        args["scheduler"] = GroupedASHA(cfg.search, p.experiments, run.scheduler_state)
+    return args
+
+
+def _stops_early(cfg: SweepConfig) -> bool:
+    """ASHA stops trials: on Ray's stock trainer only ending the trial's process ends its workers."""
+    return cfg.search is not None and cfg.search.scheduler == "asha"
+
+
+def _trial_plans(cfg: SweepConfig, p: Plan, data: PackedDataset) -> dict[str, TrialPlan]:
+    """Every trial's epochs and FLOPs, for the progress lines (a search's from its experiments')."""
+    from .search import trial_name
+
+    plans = {}
+    for e in p.experiments:
+        plan = TrialPlan(e.train.epochs, shapes(e.model, data.image_size, data.num_classes).flops)
+        names = [trial_name(e.name, k) for k in range(cfg.search.num_samples)] if cfg.search else [e.name]
+        plans.update({n: plan for n in names})
+    return plans
 
 
 class ReleaseLostPlacementGroups(tune.Callback):
@@ -235,18 +269,69 @@ def release_placement_group(path: Path) -> bool:
 # --------------------------------------------------------------------------- outputs
 
 
-def collect(grid: Any, p: Plan, data: PackedDataset, run: RunDir) -> tuple[list[dict], list[dict], Optional[str]]:
-    """Trial rows (config order), epoch rows (each epoch once) and the best trial's name."""
-    by_name = {r.config["experiment"]["name"]: r for r in grid}
+def collect(grid: Any, p: Plan, data: PackedDataset, run: RunDir,
+            search: bool = False) -> tuple[list[dict], list[dict], Optional[str]]:
+    """Trial rows (config order), epoch rows (each epoch once) and the best trial's name.
+
+    A search's trials have validation numbers only; the best trial of each experiment is then
+    evaluated on the test split here, once, and the other trials' checkpoints are dropped."""
     trials, epochs = [], []
-    for exp in p.experiments:
-        result = by_name.get(exp.name)
+    for exp, group, sample, values, result in _results(grid, p, search):
         rows = _history_rows(exp.name, run) or _epoch_rows(exp.name, result)
         epochs += rows
-        trials.append({**_trial_row(exp, result, rows, data), "workers": p.workers})
-    done = [t for t in trials if t["status"] == "finished"]
+        trials.append({**_trial_row(exp, result, rows, data), "workers": p.workers, "experiment": group,
+                       "sample": sample, "searched": json.dumps(values) if search else None})
+    for t in trials:  # a stopped trial's Train storage (model and optimizer state) has no use left
+        if t["status"] == "stopped" and t["trial_id"]:
+            shutil.rmtree(run.train_run(t["trial_id"]), ignore_errors=True)
+    if search:
+        _test_group_bests(trials, data, run)
+    done = [t for t in trials if t["status"] == "finished" and t["test_acc"] is not None]
     best = max(done, key=lambda t: (t["val_acc"], t["test_acc"]))["trial"] if done else None
     return trials, epochs, best
+
+
+def _results(grid: Any, p: Plan, search: bool) -> list[tuple[Experiment, str, int, dict, Any]]:
+    """(recipe, experiment, sample, searched values, result) per trial, in experiment then sample order."""
+    if not search:
+        by_name = {r.config["experiment"]["name"]: r for r in grid}
+        return [(e, e.name, 0, {}, by_name.get(e.name)) for e in p.experiments]
+    order = {e.name: i for i, e in enumerate(p.experiments)}
+    out = [(Experiment.model_validate(r.config["experiment"]), r.config["group"], r.config["sample"],
+            r.config["values"], r) for r in grid if "group" in (r.config or {})]
+    return sorted(out, key=lambda t: (order.get(t[1], len(order)), t[2]))
+
+
+def _test_group_bests(trials: list[dict], data: PackedDataset, run: RunDir) -> None:
+    """Per experiment, its best finished trial by validation accuracy meets the test split."""
+    groups: dict[str, list[dict]] = {}
+    for t in trials:
+        groups.setdefault(t["experiment"], []).append(t)
+    for rows in groups.values():
+        done = [t for t in rows if t["status"] == "finished" and t["val_acc"] is not None]
+        best = max(done, key=lambda t: t["val_acc"], default=None)
+        if best is not None:
+            best["test_acc"] = evaluate_on_test(run, data, best["trial"])
+        for t in rows:
+            if t is not best:
+                run.checkpoint(t["trial"]).unlink(missing_ok=True)  # weights no one will use
+
+
+def evaluate_on_test(run: RunDir, data: PackedDataset, trial: str) -> float:
+    """A finished trial's best weights on the test split, in this process; keeps its predictions
+    beside its checkpoint (as a trial evaluated in its workers does) and returns the accuracy."""
+    from .models import load_trained
+    from .train import predict, resolve_precision
+
+    model, exp = load_trained(run.checkpoint(trial), data.num_classes, data.image_size)
+    arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
+    idx = np.flatnonzero(data.split == 2)
+    cpu = torch.device("cpu")
+    probs = predict(model, arrays, idx, cpu, precision=resolve_precision(exp.train.precision, cpu)).numpy()
+    base = run.checkpoint(trial)
+    np.save(base.with_name(f"{base.stem}.test_index.npy"), idx)
+    np.save(base.with_name(f"{base.stem}.test_probs.npy"), probs.astype(np.float32))
+    return float((probs.argmax(1) == data.labels[idx]).mean()) if len(idx) else 0.0
 
 
 _EPOCH_COLS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
@@ -278,20 +363,23 @@ def _trial_row(exp: Experiment, result: Any, epochs: list[dict], data: PackedDat
     s = shapes(exp.model, data.image_size, data.num_classes, exp.train.batch_norm)
     final = (result.metrics or {}) if result is not None else {}
     error = None if result is None else result.error
-    ok = result is not None and error is None and final.get("final") == 1
+    status = trial_status(error, final) if result is not None else "failed"
+    ok = status == "finished"
+    best = max(epochs, key=lambda e: e["val_acc"], default=None) if status == "stopped" else None
     return {
         "trial": exp.name,
         "trial_id": final.get("trial_id", ""),
-        "status": "finished" if ok else "failed",
-        "error": None if ok else _one_line(error) if error else final.get("error") or "did not finish",
+        "status": status,
+        "error": None if status != "failed" else _one_line(error) if error else final.get("error") or "did not finish",
         **exp.model.model_dump(),
         "conv_layers": exp.model.conv_layers,
         **{k: v for k, v in exp.train.model_dump().items() if k not in ("momentum", "warmup_epochs")},
         "precision": final.get("precision") or exp.train.precision,
         "params": s.params,
         "flops": s.flops,
-        "best_epoch": final.get("best_epoch") if ok else None,
-        "val_acc": final.get("best_val_acc") if ok else None,
+        "best_epoch": final.get("best_epoch") if ok else best["epoch"] if best else None,
+        "val_acc": final.get("best_val_acc") if ok else best["val_acc"] if best else None,
+        "epochs_run": len(epochs),
         "test_acc": final.get("test_acc") if ok else None,
         "train_seconds": float(sum(e["seconds"] for e in epochs)),
         "images_per_s": float(np.mean([e["images_per_s"] for e in epochs])) if epochs else None,

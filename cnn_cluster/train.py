@@ -245,7 +245,8 @@ def build(exp: Experiment, arrays: Arrays, device: torch.device) -> nn.Module:
 
 
 def train_loop(config: dict) -> None:
-    """Ray Train worker: train, report every epoch, evaluate the best epoch on test."""
+    """Ray Train worker: train, report every epoch, evaluate the best epoch on test (unless
+    ``config["test"]`` is false: a search trial)."""
     import ray
     import ray.train
     import ray.train.torch as rtt
@@ -288,7 +289,12 @@ def train_loop(config: dict) -> None:
         state["epoch"] = epoch
         state["history"] = state["history"] + [metrics]  # in the checkpoint: each epoch exactly once
         _report(metrics, state, model, opt, rank)
-    _final_test(model, opt, arrays, state, device, rank, world, precision)
+    if config.get("test", True):
+        _final_test(model, opt, arrays, state, device, rank, world, precision)
+    else:  # a search trial: the test split stays untouched until the search has picked its best
+        _report({"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
+                 "best_val_acc": state["best_val_acc"], "val_acc": state["best_val_acc"], "precision": precision},
+                state, model, opt, rank)
 
 
 def _record_placement_group(path: Path) -> None:
