@@ -269,6 +269,12 @@ def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")
         typer.echo(f"{exp.name}: conv {list(exp.model.conv_filters)} fc {list(exp.model.fc_layers)} "
                    f"pool={'yes' if exp.model.max_pool else 'no'} stride {exp.model.stride} "
                    f"epochs {exp.train.epochs}: {s.params / 1e6:.2f}M params, {s.flops / 1e6:.0f} MFLOPs/image")
+    if cfg.search:
+        exps = cfg.resolved_experiments()
+        n, s_ = len(exps), cfg.search
+        typer.echo(f"search: {s_.num_samples} {s_.algorithm} recipes per experiment ({n * s_.num_samples} trials, at "
+                   f"most {sum(e.train.epochs for e in exps) * s_.num_samples} epochs), scheduler {s_.scheduler}, "
+                   f"over {', '.join(s_.space)}")
     typer.echo(f"{config}: ok")
 
 

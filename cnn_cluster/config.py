@@ -407,11 +407,11 @@ def with_values(exp: Experiment, values: dict[str, Any], name: Optional[str] = N
 
 def _check_search(search: SearchConfig, exps: list[Experiment]) -> None:
     if search.algorithm == "optuna":
-        import importlib.util
-
-        if importlib.util.find_spec("optuna") is None:
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
             raise ConfigError("search.algorithm: optuna is not installed; pip install 'cnn-cluster[search]' "
-                              "or use algorithm: random")
+                              "or use algorithm: random") from None
     for key, dist in search.space.items():
         where = f"search.space.{key}"
         section, field = search_field(key)

@@ -77,7 +77,7 @@ class GroupedSearcher(Searcher):
     def _optuna(search: SearchConfig, i: int) -> Any:
         from ray.tune.search.optuna import OptunaSearch
 
-        space = {key: domain(dist) for key, dist in search.space.items()}
+        space = OptunaSearch.convert_search_space({key: domain(dist) for key, dist in search.space.items()})
         return OptunaSearch(space=space, metric=search.metric, mode="max", seed=search.seed + i)
 
     def suggest(self, trial_id: str) -> Optional[dict]:

@@ -16,7 +16,8 @@ from ray.tune.schedulers import TrialScheduler
 from typer.testing import CliRunner
 
 from cnn_cluster.cli import app
-from cnn_cluster.config import SearchConfig, load_config, validate
+from cnn_cluster.config import load_config, validate
+from cnn_cluster.errors import ConfigError
 from cnn_cluster.search import GroupedASHA, GroupedSearcher, draw
 from cnn_cluster.submit import submit
 
@@ -31,7 +32,7 @@ SPACE = {"train.lr": {"loguniform": [1.0e-5, 3.0e-2]}, "train.dropout": {"unifor
 def search_config(tmp_path: Path, **search) -> dict:
     """Two experiments x 3 recipes x 3 epochs on 4 classes; one trial at a time, so ASHA sees the
     results in one order and two runs of the same seed agree."""
-    return tiny_config(tmp_path, data={"synthetic": {"classes": 4, "images_per_class": 60}},
+    return tiny_config(tmp_path, data={"image_size": 32, "synthetic": {"classes": 4, "images_per_class": 60}},
                        train={"epochs": 3, "batch_size": 16},
                        search={"num_samples": 3, "grace_period": 1, "reduction_factor": 2, "space": SPACE, **search},
                        resources={"max_concurrent_trials": 1})
@@ -118,13 +119,33 @@ def test_search_config_errors_are_named(case, search, expected, tmp_path):
     assert not (tmp_path / "runs").exists()  # refused before Ray or a run folder
 
 
-def test_optuna_is_named_when_not_installed(tmp_path):
-    import importlib.util
-
-    if importlib.util.find_spec("optuna") is not None:
-        pytest.skip("optuna is installed here")
-    with pytest.raises(Exception, match=r"search.algorithm: optuna is not installed; pip install 'cnn-cluster\[search\]'"):
+def test_optuna_is_named_when_not_installed(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # an environment without the search extra
+    with pytest.raises(ConfigError, match=r"search.algorithm: optuna is not installed; pip install 'cnn-cluster\[search\]'"):
         validate(search_config(tmp_path, algorithm="optuna"))
+
+
+def test_optuna_keeps_one_study_per_experiment_and_resumes(tmp_path):
+    pytest.importorskip("optuna", reason="the search extra (pip install 'cnn-cluster[search]') is not installed")
+    cfg = validate(search_config(tmp_path, algorithm="optuna", num_samples=3))
+    searcher = GroupedSearcher(cfg.search, cfg.resolved_experiments())
+    seen = []
+    for i in range(4):
+        config = searcher.suggest(f"t{i}")
+        seen.append(config)
+        searcher.on_trial_complete(f"t{i}", {"val_acc": 0.9 if config["group"] == "a" else 0.1, "epoch": 3})
+    assert [c["experiment"]["name"] for c in seen] == ["a-00", "b-00", "a-01", "b-01"]
+    studies = {g: s._ot_study for g, s in searcher.optuna.items()}  # Ray's OptunaSearch: a test may look inside
+    assert [len(studies[g].trials) for g in "ab"] == [2, 2]  # each study saw its own experiment's trials
+    assert {t.value for t in studies["a"].trials} == {0.9} and {t.value for t in studies["b"].trials} == {0.1}
+    for c in seen:
+        lr = c["values"]["train.lr"]
+        assert 1e-5 <= lr <= 3e-2 and c["experiment"]["train"]["lr"] == lr
+    searcher.save(str(tmp_path / "state.pkl"))
+    again = GroupedSearcher(cfg.search, cfg.resolved_experiments())
+    again.restore(str(tmp_path / "state.pkl"))
+    assert [again.suggest("t4")["experiment"]["name"], again.suggest("t5")["experiment"]["name"]] == ["a-02", "b-02"]
+    assert again.suggest("t6") == GroupedSearcher.FINISHED
 
 
 # --------------------------------------------------------------------------- a real search
@@ -173,6 +194,7 @@ def test_a_search_tests_only_each_experiments_best_and_stops_the_weak(searched):
         {t["trial"] for t in trials if t["test_acc"] is not None}
     assert {p.stem for p in (searched / "checkpoints").glob("*.pt")} == \
         {t["trial"] for t in trials if t["test_acc"] is not None}  # only the tested weights are kept
+    assert not list((searched / "train").glob("train-*"))  # nor Ray Train's storage of any trial
 
 
 @pytest.mark.slow
@@ -221,5 +243,5 @@ def test_a_search_killed_then_resumed_matches_the_uninterrupted_one(searched, tm
     resumed = subprocess.run([CNNC, "submit", "--resume", str(run), "--no-dashboard", "--no-report",
                               "--num-cpus", "2"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "a-00: epoch" not in resumed.stdout and "a-00: started" not in resumed.stdout  # not run again
+    assert "a-00: epoch" not in resumed.stdout  # finished before the kill: not trained again
     assert _same(_trials(run)) == _same(_trials(searched))
