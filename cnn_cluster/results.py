@@ -55,6 +55,8 @@ TRIALS_SCHEMA = pa.schema([
     ("workers", pa.int32()),
     ("node", pa.string()),  # host name of the trial's rank-0 worker
     ("node_id", pa.string()),  # its Ray node id: tells apart several nodes on one host
+    ("rank_nodes", pa.list_(pa.string())),  # host name of every rank, in rank order (DDP may span nodes)
+    ("rank_node_ids", pa.list_(pa.string())),  # their Ray node ids
     ("experiment", pa.string()),  # the experiment the trial belongs to (a search has several per experiment)
     ("sample", pa.int32()),  # a search's recipe number within its experiment; 0 without a search
     ("searched", pa.string()),  # a search's drawn values as JSON, keyed like search.space

@@ -30,10 +30,11 @@ from .ray_compat import stock_reason
 from .results import RunDir, write_json
 from .train import CHECKPOINT_FILE, Arrays, train_loop
 
-# A trial driver only waits on its trainer; Tune rejects 0 CPUs, so it takes a
-# sliver, which its workers give up: a trial then needs exactly workers x CPUs
-# and two 1-CPU trials fit a 2-CPU machine (a full-CPU driver deadlocks it).
-DRIVER_CPU = 0.01
+# A trial driver only waits on its trainer, so it takes no CPU (a full-CPU driver deadlocks a
+# 2-CPU machine; a sliver of one, which its workers gave up, kept one rank off every node whose
+# CPUs the workers fill: a 2-rank trial never fit two 1-CPU nodes). Tune refuses an empty
+# resource request, so it asks for 1 MiB of Ray's "memory", which every node has.
+DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}
 
 
 @dataclass(frozen=True)
@@ -168,12 +169,12 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
     ref = ray.put(arrays)  # once per sweep; workers on a node share it zero-copy
     res = cfg.resources
     resources = {"workers": res.workers_per_trial, "gpus": res.gpus_per_worker,
-                 "cpus": res.cpus_per_worker - DRIVER_CPU / res.workers_per_trial,
+                 "cpus": res.cpus_per_worker,
                  "threads": max(1, int(res.cpus_per_worker)), "max_failures": res.max_failures,
                  "dashboard": p.dashboard, "lean": stock_reason() is None}
     trainable = tune.with_resources(
         tune.with_parameters(_trial, data=[ref], run=RunDir(run.root.resolve()), resources=resources),
-        {"CPU": DRIVER_CPU},
+        DRIVER_RESOURCES,
     )
     progress = Progress(_trial_plans(cfg, p, data), run, p.max_concurrent, len(data.indices("train")))
     callbacks = [progress, ReleaseLostPlacementGroups(run)]
@@ -384,6 +385,8 @@ def _trial_row(exp: Experiment, result: Any, epochs: list[dict], data: PackedDat
         "train_seconds": float(sum(e["seconds"] for e in epochs)),
         "images_per_s": float(np.mean([e["images_per_s"] for e in epochs])) if epochs else None,
         "node": final.get("node"),
+        "rank_nodes": final.get("rank_nodes"),
+        "rank_node_ids": final.get("rank_node_ids"),
         "node_id": final.get("node_id"),
     }
 

@@ -289,12 +289,22 @@ def train_loop(config: dict) -> None:
         state["epoch"] = epoch
         state["history"] = state["history"] + [metrics]  # in the checkpoint: each epoch exactly once
         _report(metrics, state, model, opt, rank)
+    where = _rank_nodes(world)
     if config.get("test", True):
-        _final_test(model, opt, arrays, state, device, rank, world, precision)
+        _final_test(model, opt, arrays, state, device, rank, world, precision, where)
     else:  # a search trial: the test split stays untouched until the search has picked its best
         _report({"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
-                 "best_val_acc": state["best_val_acc"], "val_acc": state["best_val_acc"], "precision": precision},
-                state, model, opt, rank)
+                 "best_val_acc": state["best_val_acc"], "val_acc": state["best_val_acc"], "precision": precision,
+                 **where}, state, model, opt, rank)
+
+
+def _rank_nodes(world: int) -> dict[str, list[str]]:
+    """The host name and Ray node id of every rank, in rank order (a trial may span nodes)."""
+    mine = (socket.gethostname(), node_id())
+    parts = [mine] * world
+    if world > 1:
+        torch.distributed.all_gather_object(parts, mine)
+    return {"rank_nodes": [p[0] for p in parts], "rank_node_ids": [p[1] for p in parts]}
 
 
 def _record_placement_group(path: Path) -> None:
@@ -365,7 +375,7 @@ def _report(metrics: dict, state: dict, model: nn.Module, opt: torch.optim.Optim
 
 
 def _final_test(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, state: dict, device: torch.device,
-                rank: int, world: int, precision: str) -> None:
+                rank: int, world: int, precision: str, where: dict) -> None:
     """Evaluate the best-validation weights on the test split; rank 0 keeps all predictions."""
 
     model.load_state_dict(state["best_model"])
@@ -384,5 +394,5 @@ def _final_test(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, st
     correct = int((allp.argmax(1) == arrays.labels[idx]).sum()) if len(idx) else 0
     metrics = {"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
                "best_val_acc": state["best_val_acc"], "test_acc": correct / max(len(idx), 1),
-               "test_images": len(idx), "precision": precision}
+               "test_images": len(idx), "precision": precision, **where}
     _report(metrics, state, model, opt, rank, extra={"test_index.npy": idx, "test_probs.npy": allp.astype(np.float32)})

@@ -81,7 +81,7 @@ def _ensure_hosts(host: str) -> None:
             f.write(f"127.0.0.1 {host}\n")
 
 
-def _munge_key() -> None:
+def munge_key() -> None:
     key = Path("/etc/munge/munge.key")
     if not key.exists():
         subprocess.run(["mungekey", "--create"], check=True)
@@ -114,7 +114,7 @@ class LocalSlurm:
         install()
         host = socket.gethostname().split(".")[0]
         _ensure_hosts(host)
-        _munge_key()
+        munge_key()
         _write_conf(host)
         self._start(logs, "munged", ["runuser", "-u", "munge", "--", "/usr/sbin/munged", "-F"])
         time.sleep(0.5)

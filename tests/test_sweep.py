@@ -39,6 +39,8 @@ def test_tables_schema_and_values(two_worker_run):
     for t, exp in zip(trials, cfg.resolved_experiments()):
         assert t["status"] == "finished" and t["error"] is None
         assert t["workers"] == 2 and t["node"]
+        assert len(t["rank_nodes"]) == 2 and t["rank_nodes"][0] == t["node"]  # every rank's host, rank 0 first
+        assert len(t["rank_node_ids"]) == 2 and t["rank_node_ids"][0] == t["node_id"]
         assert t["params"] == shapes(exp.model, 84, data.num_classes).params
         assert 0 <= t["test_acc"] <= 1 and 0 <= t["val_acc"] <= 1
         assert t["best_epoch"] in (1, 2) and t["images_per_s"] > 0
