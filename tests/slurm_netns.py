@@ -72,6 +72,7 @@ class NetnsSlurm:
         self.stop()
 
     def start(self) -> None:
+        self.stop()  # what a killed earlier run left, by the names this class gives
         self.work.mkdir(parents=True, exist_ok=True)
         for folder in (self.work, *self.work.parents):  # the slurm user must reach its spool folders
             if folder.stat().st_mode & 0o005 != 0o005:
@@ -87,16 +88,25 @@ class NetnsSlurm:
             time.sleep(0.5)
         self._spawn("slurmctld", ["/usr/sbin/slurmctld", "-D", "-c", "-i", "-f", str(self.conf)], logs)
         for n in self.names:
-            # nsenter: the node's network (ip netns exec would mount a fresh /sys, without the cgroup
-            # mounts slurmd reads); unshare: its host name, its /etc/hosts and its own /tmp.
-            inner = (f"hostname {n} && mount --bind /etc/netns/{n}/hosts /etc/hosts && "
-                     f"mount -t tmpfs -o size=512m tmpfs /tmp && exec /usr/sbin/slurmd -D -N {n} -f {self.conf}")
-            self._spawn(f"slurmd-{n}", ["nsenter", f"--net=/run/netns/{n}", "unshare", "--uts", "--mount",
-                                       "--propagation", "private", "sh", "-c", inner], logs)
+            self._start_slurmd(n, logs)
         if not self.wait_idle(90):
             tails = "\n".join(f"--- {f.name}\n" + "\n".join(f.read_text().splitlines()[-6:])
                               for f in sorted(logs.glob("*.log")))
             raise RuntimeError(f"the SLURM nodes did not become idle:\n{tails}")
+
+    def _start_slurmd(self, n: str, logs: Path) -> None:
+        # nsenter: the node's network (ip netns exec would mount a fresh /sys, without the cgroup
+        # mounts slurmd reads); unshare: its host name, its /etc/hosts and its own /tmp.
+        inner = (f"hostname {n} && mount --bind /etc/netns/{n}/hosts /etc/hosts && "
+                 f"mount -t tmpfs -o size=512m tmpfs /tmp && exec /usr/sbin/slurmd -D -N {n} -f {self.conf}")
+        self._spawn(f"slurmd-{n}", ["nsenter", f"--net=/run/netns/{n}", "unshare", "--uts", "--mount",
+                                   "--propagation", "private", "sh", "-c", inner], logs)
+
+    def restart_node(self, node: str) -> None:
+        """A lost node back (as after a reboot: a fresh /tmp); SLURM returns it to service."""
+        self._start_slurmd(node, self.work / "logs")
+        if not self.wait_idle(90):
+            raise RuntimeError(f"{node} did not return to service")
 
     def _network(self) -> None:
         self._ip("link", "add", BRIDGE, "type", "bridge")
@@ -176,14 +186,8 @@ class NetnsSlurm:
         return subprocess.run(["nsenter", "-t", str(pid), "-n", "-u", "-m", *cmd], capture_output=True, text=True)
 
     def slurmd_pid(self, node: str) -> int:
-        """The slurmd of a node (the process ``sh -c ... exec slurmd`` became)."""
-        proc = self.procs[f"slurmd-{node}"]
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-        pid = proc.pid
-        while children.exists() and children.read_text().split():  # ip -> unshare -> sh/slurmd chain
-            pid = int(children.read_text().split()[0])
-            children = Path(f"/proc/{pid}/task/{pid}/children")
-        return pid
+        """The slurmd of a node: nsenter, unshare and sh each exec the next, so it is the child's pid."""
+        return self.procs[f"slurmd-{node}"].pid
 
     def wait_idle(self, timeout: float) -> bool:
         end = time.time() + timeout
@@ -211,6 +215,7 @@ class NetnsSlurm:
     # ----------------------------------------------------------------------- down
 
     def stop(self) -> None:
+        """Remove everything of this cluster that exists; safe to call at any point, and again."""
         for n in self.names:  # what the jobs left inside the nodes, then the daemons
             for pid in self.node_pids(n):
                 try:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -45,10 +46,10 @@ def shared(cluster):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _config(folder: Path, epochs: int) -> Path:
+def _config(folder: Path, epochs: int, images_per_class: int = 24) -> Path:
     cfg = {
         "name": "mn",
-        "data": {"synthetic": {"classes": 4, "images_per_class": 24}},
+        "data": {"image_size": 32, "synthetic": {"classes": 4, "images_per_class": images_per_class}},
         "train": {"epochs": epochs, "batch_size": 16},
         "experiments": [{"name": "a", "conv_filters": [4], "fc_layers": [8]},
                         {"name": "b", "conv_filters": [8], "fc_layers": [], "max_pool": False, "stride": 2}],
@@ -82,7 +83,88 @@ def test_one_trial_spans_two_nodes(cluster, shared):
         assert len(set(t["rank_node_ids"])) == 2
     epochs = read_table(run / "epochs.parquet")
     assert [(e["trial"], e["epoch"]) for e in epochs] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
-    for node in cluster.names:  # the job stopped everything it started on every node
-        assert cluster.node_pids(node) == [cluster.slurmd_pid(node)], node
+    _nothing_left(cluster)
+
+
+def _nothing_left(cluster: NetnsSlurm) -> None:
+    """No process but its slurmd in any node, no Ray temp folder in any node's /tmp."""
+    end = time.time() + 60
+    while time.time() < end and any(cluster.node_pids(n) != [cluster.slurmd_pid(n)] for n in cluster.names):
+        time.sleep(1)
+    for node in cluster.names:
+        assert cluster.node_pids(node) == [cluster.slurmd_pid(node)], (node, _commands(cluster.node_pids(node)))
         left = cluster.in_node(node, ["ls", "/tmp"]).stdout.split()
         assert not [f for f in left if f.startswith("cnnc-ray-")], (node, left)
+
+
+def _commands(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:80])
+        except OSError:
+            pass
+    return out
+
+
+def _wait_log(log: Path, needle: str, timeout: float = 300) -> str:
+    end = time.time() + timeout
+    while time.time() < end:
+        text = log.read_text() if log.exists() else ""
+        if needle in text:
+            return text
+        time.sleep(1)
+    raise AssertionError(f"never saw {needle!r} in {log}:\n{log.read_text() if log.exists() else ''}")
+
+
+def test_scancel_leaves_nothing_on_either_node_and_resume_finishes(cluster, shared):
+    cfg = _config(shared, epochs=3, images_per_class=300)  # long enough epochs to cancel inside one
+    r = cluster.run(["sbatch", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT), str(cfg)],
+                    env=_env(shared), timeout=60)
+    job = r.stdout.strip().split(";")[0]
+    assert r.returncode == 0 and job, r.stderr
+    log = shared / f"cnnc-{job}.out"
+    _wait_log(log, "a: epoch 1/3")
+    assert all(len(cluster.node_pids(n)) > 1 for n in cluster.names)  # Ray runs on both nodes
+    assert cluster.run(["scancel", job]).returncode == 0
+    end = time.time() + 90
+    while time.time() < end and cluster.run(["squeue", "-h", "-j", job]).stdout.strip():
+        time.sleep(1)
+    _nothing_left(cluster)
+    run = next((shared / "runs").glob("mn-*"))
+    assert get_state(RunDir(run))["state"] == "interrupted", log.read_text()
+    r = cluster.run(["sbatch", "--wait", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT),
+                     "--resume", str(run)], env=_env(shared), timeout=500)
+    job2 = r.stdout.strip().split(";")[0]
+    assert r.returncode == 0, (shared / f"cnnc-{job2}.out").read_text()
+    assert get_state(RunDir(run))["state"] == "finished"
+    trials = read_table(run / "trials.parquet")
+    assert [t["status"] for t in trials] == ["finished", "finished"]
+    epochs = read_table(run / "epochs.parquet")
+    assert [(e["trial"], e["epoch"]) for e in epochs] == [(t, e) for t in "ab" for e in (1, 2, 3)]
+    _nothing_left(cluster)
+
+
+def test_a_lost_node_ends_the_job_and_the_run_resumes_without_losing_an_epoch(cluster, shared):
+    cfg = _config(shared, epochs=3, images_per_class=300)
+    r = cluster.run(["sbatch", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT), str(cfg)],
+                    env=_env(shared), timeout=60)
+    job = r.stdout.strip().split(";")[0]
+    log = shared / f"cnnc-{job}.out"
+    _wait_log(log, "a: epoch 1/3")
+    cluster.kill_node("cnnc-n2")  # its slurmd, raylet and training worker, at once
+    end = time.time() + 180
+    while time.time() < end and cluster.run(["squeue", "-h", "-j", job]).stdout.strip():
+        time.sleep(2)
+    assert not cluster.run(["squeue", "-h", "-j", job]).stdout.strip(), "SLURM kept the job of a lost node"
+    run = next((shared / "runs").glob("mn-*"))
+    assert get_state(RunDir(run))["state"] == "interrupted", log.read_text()
+    cluster.restart_node("cnnc-n2")
+    _nothing_left(cluster)
+    r = cluster.run(["sbatch", "--wait", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT),
+                     "--resume", str(run)], env=_env(shared), timeout=500)
+    job2 = r.stdout.strip().split(";")[0]
+    assert r.returncode == 0, (shared / f"cnnc-{job2}.out").read_text()
+    epochs = read_table(run / "epochs.parquet")  # every epoch once: the finished one was not lost
+    assert [(e["trial"], e["epoch"]) for e in epochs] == [(t, e) for t in "ab" for e in (1, 2, 3)]
+    assert [t["status"] for t in read_table(run / "trials.parquet")] == ["finished", "finished"]
