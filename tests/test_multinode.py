@@ -66,26 +66,6 @@ def _env(folder: Path) -> dict:
     return {**env, "CNNC_VENV": str(Path(sys.executable).parent.parent), "CNNC_CACHE": str(folder / "cache")}
 
 
-def test_one_trial_spans_two_nodes(cluster, shared):
-    cfg = _config(shared, epochs=2)
-    r = cluster.run(["sbatch", "--wait", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT), str(cfg)],
-                    env=_env(shared), timeout=500)
-    job = r.stdout.strip().split(";")[0]
-    log = (shared / f"cnnc-{job}.out").read_text() if job else ""
-    assert r.returncode == 0, f"{r.stderr}\n{log}"
-    assert "2 node(s) joined" in log, log
-    run = next((shared / "runs").glob("mn-*"))
-    assert get_state(RunDir(run))["state"] == "finished"
-    trials = read_table(run / "trials.parquet")
-    assert [t["status"] for t in trials] == ["finished", "finished"]
-    for t in trials:  # the ranks of one trial ran on both hosts, each at its own address
-        assert sorted(t["rank_nodes"]) == ["cnnc-n1", "cnnc-n2"], t["rank_nodes"]
-        assert len(set(t["rank_node_ids"])) == 2
-    epochs = read_table(run / "epochs.parquet")
-    assert [(e["trial"], e["epoch"]) for e in epochs] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
-    _nothing_left(cluster)
-
-
 def _nothing_left(cluster: NetnsSlurm) -> None:
     """No process but its slurmd in any node, no Ray temp folder in any node's /tmp."""
     end = time.time() + 60
@@ -117,54 +97,54 @@ def _wait_log(log: Path, needle: str, timeout: float = 300) -> str:
     raise AssertionError(f"never saw {needle!r} in {log}:\n{log.read_text() if log.exists() else ''}")
 
 
-def test_scancel_leaves_nothing_on_either_node_and_resume_finishes(cluster, shared):
-    cfg = _config(shared, epochs=3, images_per_class=300)  # long enough epochs to cancel inside one
-    r = cluster.run(["sbatch", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT), str(cfg)],
-                    env=_env(shared), timeout=60)
+def _sbatch(cluster: NetnsSlurm, shared: Path, *args: str, wait: bool = False) -> str:
+    r = cluster.run(["sbatch", "--parsable", "--nodes=2", f"--chdir={shared}", *(["--wait"] if wait else []),
+                     str(SCRIPT), *args], env=_env(shared), timeout=500)
     job = r.stdout.strip().split(";")[0]
-    assert r.returncode == 0 and job, r.stderr
     log = shared / f"cnnc-{job}.out"
-    _wait_log(log, "a: epoch 1/3")
-    assert all(len(cluster.node_pids(n)) > 1 for n in cluster.names)  # Ray runs on both nodes
-    assert cluster.run(["scancel", job]).returncode == 0
-    end = time.time() + 90
+    assert r.returncode == 0 and job, f"{r.stderr}\n{log.read_text() if log.exists() else ''}"
+    return job
+
+
+def _gone(cluster: NetnsSlurm, job: str, timeout: float = 180) -> None:
+    end = time.time() + timeout
     while time.time() < end and cluster.run(["squeue", "-h", "-j", job]).stdout.strip():
         time.sleep(1)
-    _nothing_left(cluster)
-    run = next((shared / "runs").glob("mn-*"))
-    assert get_state(RunDir(run))["state"] == "interrupted", log.read_text()
-    r = cluster.run(["sbatch", "--wait", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT),
-                     "--resume", str(run)], env=_env(shared), timeout=500)
-    job2 = r.stdout.strip().split(";")[0]
-    assert r.returncode == 0, (shared / f"cnnc-{job2}.out").read_text()
-    assert get_state(RunDir(run))["state"] == "finished"
-    trials = read_table(run / "trials.parquet")
-    assert [t["status"] for t in trials] == ["finished", "finished"]
-    epochs = read_table(run / "epochs.parquet")
-    assert [(e["trial"], e["epoch"]) for e in epochs] == [(t, e) for t in "ab" for e in (1, 2, 3)]
-    _nothing_left(cluster)
+    assert not cluster.run(["squeue", "-h", "-j", job]).stdout.strip(), f"job {job} still queued"
 
 
-def test_a_lost_node_ends_the_job_and_the_run_resumes_without_losing_an_epoch(cluster, shared):
-    cfg = _config(shared, epochs=3, images_per_class=300)
-    r = cluster.run(["sbatch", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT), str(cfg)],
-                    env=_env(shared), timeout=60)
-    job = r.stdout.strip().split(";")[0]
+def test_two_nodes_scancel_a_lost_node_and_resume(cluster, shared):
+    """One sweep through three jobs: cancelled in its first epoch, resumed, its second node lost
+    mid-sweep, resumed again to the end. Each time nothing may be left on either node, and at the
+    end every epoch is there once and every trial's two ranks ran on the two hosts."""
+    cfg = _config(shared, epochs=3, images_per_class=300)  # epochs long enough to stop inside one
+    job = _sbatch(cluster, shared, str(cfg))
     log = shared / f"cnnc-{job}.out"
-    _wait_log(log, "a: epoch 1/3")
+    text = _wait_log(log, "a: epoch 1/3")
+    assert "2 node(s) joined" in text
+    assert all(len(cluster.node_pids(n)) > 1 for n in cluster.names)  # Ray runs on both nodes
+    assert cluster.run(["scancel", job]).returncode == 0
+    _gone(cluster, job)
+    _nothing_left(cluster)
+    run = RunDir(next((shared / "runs").glob("mn-*")))
+    assert get_state(run)["state"] == "interrupted", log.read_text()
+
+    job = _sbatch(cluster, shared, "--resume", str(run.root))
+    log = shared / f"cnnc-{job}.out"
+    _wait_log(log, "b: epoch 1/3")
     cluster.kill_node("cnnc-n2")  # its slurmd, raylet and training worker, at once
-    end = time.time() + 180
-    while time.time() < end and cluster.run(["squeue", "-h", "-j", job]).stdout.strip():
-        time.sleep(2)
-    assert not cluster.run(["squeue", "-h", "-j", job]).stdout.strip(), "SLURM kept the job of a lost node"
-    run = next((shared / "runs").glob("mn-*"))
-    assert get_state(RunDir(run))["state"] == "interrupted", log.read_text()
+    _gone(cluster, job)  # SLURM ends a job that lost a node (the script asks not to be requeued)
+    assert get_state(run)["state"] == "interrupted", log.read_text()
     cluster.restart_node("cnnc-n2")
     _nothing_left(cluster)
-    r = cluster.run(["sbatch", "--wait", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT),
-                     "--resume", str(run)], env=_env(shared), timeout=500)
-    job2 = r.stdout.strip().split(";")[0]
-    assert r.returncode == 0, (shared / f"cnnc-{job2}.out").read_text()
-    epochs = read_table(run / "epochs.parquet")  # every epoch once: the finished one was not lost
+
+    job = _sbatch(cluster, shared, "--resume", str(run.root), wait=True)
+    assert get_state(run)["state"] == "finished", (shared / f"cnnc-{job}.out").read_text()
+    trials = read_table(run.trials)
+    assert [t["status"] for t in trials] == ["finished", "finished"]
+    for t in trials:  # the ranks of one trial ran on both hosts, each at its own address
+        assert sorted(t["rank_nodes"]) == ["cnnc-n1", "cnnc-n2"], t["rank_nodes"]
+        assert len(set(t["rank_node_ids"])) == 2
+    epochs = read_table(run.epochs)  # no finished epoch lost, none trained twice
     assert [(e["trial"], e["epoch"]) for e in epochs] == [(t, e) for t in "ab" for e in (1, 2, 3)]
-    assert [t["status"] for t in read_table(run / "trials.parquet")] == ["finished", "finished"]
+    _nothing_left(cluster)
