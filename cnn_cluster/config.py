@@ -408,7 +408,7 @@ def with_values(exp: Experiment, values: dict[str, Any], name: Optional[str] = N
 def _check_search(search: SearchConfig, exps: list[Experiment]) -> None:
     if search.algorithm == "optuna":
         try:
-            import optuna  # noqa: F401
+            import optuna  # noqa: F401  (only whether it is there)
         except ImportError:
             raise ConfigError("search.algorithm: optuna is not installed; pip install 'cnn-cluster[search]' "
                               "or use algorithm: random") from None

@@ -19,6 +19,22 @@ import apt_install as apt
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 CONF = Path("/etc/slurm/slurm.conf")
+# slurm.conf lines both test SLURMs share: munge, no cgroups, no accounting, CPUs as the unit.
+PLUGINS = [
+    "SlurmUser=slurm",
+    "AuthType=auth/munge",
+    "ProctrackType=proctrack/linuxproc",
+    "TaskPlugin=task/none",
+    "SelectType=select/cons_tres",
+    "SelectTypeParameters=CR_CPU",
+    "MpiDefault=none",
+    "SwitchType=switch/none",
+    "AccountingStorageType=accounting_storage/none",
+    "JobAcctGatherType=jobacct_gather/none",
+    "JobCompType=jobcomp/none",
+    "ReturnToService=2",
+    "KillWait=10",
+]
 
 
 def unavailable() -> Optional[str]:
@@ -50,19 +66,7 @@ def _write_conf(host: str) -> None:
         "# written by cnnc's tests: a single-node SLURM on localhost",
         "ClusterName=cnnc-test",
         f"SlurmctldHost={host}",
-        "SlurmUser=slurm",
-        "AuthType=auth/munge",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_CPU",
-        "MpiDefault=none",
-        "SwitchType=switch/none",
-        "AccountingStorageType=accounting_storage/none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "JobCompType=jobcomp/none",
-        "ReturnToService=2",
-        "KillWait=10",
+        *PLUGINS,
         f"StateSaveLocation={state / 'ctld'}",
         f"SlurmdSpoolDir={state / 'd'}",
         "SlurmctldPidFile=/run/cnnc-slurmctld.pid",

@@ -112,7 +112,7 @@ class NetnsSlurm:
         self._ip("link", "add", BRIDGE, "type", "bridge")
         self._ip("addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
         self._ip("link", "set", BRIDGE, "up")
-        lines = [f"127.0.0.1 localhost", f"{SUBNET}.1 cnnc-ctl", *(f"{a} {n}" for n, a in self.addrs.items())]
+        lines = ["127.0.0.1 localhost", f"{SUBNET}.1 cnnc-ctl", *(f"{a} {n}" for n, a in self.addrs.items())]
         for n, addr in self.addrs.items():
             self._ip("netns", "add", n)
             self._ip("link", "add", f"{n}-h", "type", "veth", "peer", "name", f"{n}-c")
@@ -141,20 +141,8 @@ class NetnsSlurm:
             f"SlurmctldHost={host}({SUBNET}.1)",
             f"SlurmctldPort={CTLD_PORT}",
             f"SlurmdPort={SLURMD_PORT}",
-            "SlurmUser=slurm",
-            "AuthType=auth/munge",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_CPU",
+            *slurm_local.PLUGINS,
             "SlurmdParameters=config_overrides",  # one CPU per node, whatever the machine has
-            "MpiDefault=none",
-            "SwitchType=switch/none",
-            "AccountingStorageType=accounting_storage/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "JobCompType=jobcomp/none",
-            "ReturnToService=2",
-            "KillWait=10",
             "SlurmdTimeout=20",  # a lost node is noticed within the test's patience
             f"StateSaveLocation={spool / 'ctld'}",
             f"SlurmdSpoolDir={spool}/%n",
