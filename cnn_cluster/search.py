@@ -12,8 +12,10 @@ finished first: a resumed search draws the recipes an uninterrupted one would.
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import pickle
+import json
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -107,12 +109,25 @@ class GroupedSearcher(Searcher):
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
         return True  # metric and mode come from the sweep file; there is no param_space
 
-    # Tune saves the searcher beside its experiment state and restores it on resume.
+    # Tune saves the searcher beside its experiment state and restores it on resume. Plain JSON:
+    # the counts, which trial is whose, and each Optuna study as its own save() wrote it.
     def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
+        studies = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for group, sub in self.optuna.items():
+                sub.save(f"{tmp}/{group}")
+                studies[group] = base64.b64encode(Path(f"{tmp}/{group}").read_bytes()).decode()
+        Path(checkpoint_path).write_text(json.dumps({"counts": self.counts, "owner": self.owner,
+                                                     "optuna": studies}))
 
     def restore(self, checkpoint_path: str) -> None:
-        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
+        state = json.loads(Path(checkpoint_path).read_text())
+        self.counts.update(state["counts"])
+        self.owner.update(state["owner"])
+        with tempfile.TemporaryDirectory() as tmp:
+            for group, blob in state["optuna"].items():
+                Path(f"{tmp}/{group}").write_bytes(base64.b64decode(blob))
+                self.optuna[group].restore(f"{tmp}/{group}")
 
 
 class GroupedASHA(TrialScheduler):

@@ -4,12 +4,13 @@
       munged            (one key, its socket shared by every node through the filesystem)
       slurmctld         (listens on 10.77.0.1:6917; conf in a private folder, SLURM_CONF)
           |
-          +-- veth --  netns cnnc-n1: eth0 10.77.0.11, hostname cnnc-n1, private /tmp, slurmd -N cnnc-n1
-          +-- veth --  netns cnnc-n2: eth0 10.77.0.12, hostname cnnc-n2, private /tmp, slurmd -N cnnc-n2
+          +-- veth --  netns cnnc-n1: eth0 10.77.0.11, hostname cnnc-n1, own /tmp, slurmd -N cnnc-n1
+          +-- veth --  netns cnnc-n2: eth0 10.77.0.12, hostname cnnc-n2, own /tmp, slurmd -N cnnc-n2
 
 Each node has its own address, host name (a UTS namespace), loopback and ``/tmp`` (a mount
-namespace with a tmpfs there: node-local, as on a real cluster); the rest of the filesystem is
-shared, as a cluster's shared filesystem is (keep run folders outside ``/tmp``). Names resolve
+namespace with an overlay there: the host's ``/tmp`` below, the node's own writes in a tmpfs above,
+node-local as on a real cluster); the rest of the filesystem is shared, as a cluster's shared
+filesystem is (keep run folders outside ``/tmp``: one node's writes there are not seen by another). Names resolve
 through ``/etc/netns/<ns>/hosts``, bound over ``/etc/hosts`` inside the node.
 Traffic stays on the bridge between these namespaces.
 
@@ -24,6 +25,7 @@ single-node fixture does (``slurm_local.install``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -38,6 +40,8 @@ BRIDGE = "cnnc-br"
 SUBNET = "10.77.0"
 CTLD_PORT, SLURMD_PORT = 6917, 6918  # beside a single-node test SLURM's 6817/6818
 PREFIX = "cnnc-n"  # namespaces and host names: cnnc-n1, cnnc-n2, ...
+NODE_RUN = "/run/cnnc-node"  # in each node's mount namespace, a tmpfs of its own
+PRIVATE_TMP = f"{NODE_RUN}/upper"  # what a node wrote to its /tmp (inside the node)
 
 
 def unavailable() -> Optional[str]:
@@ -96,9 +100,14 @@ class NetnsSlurm:
 
     def _start_slurmd(self, n: str, logs: Path) -> None:
         # nsenter: the node's network (ip netns exec would mount a fresh /sys, without the cgroup
-        # mounts slurmd reads); unshare: its host name, its /etc/hosts and its own /tmp.
+        # mounts slurmd reads); unshare: its host name, its /etc/hosts and its own /tmp: an overlay
+        # whose lower layer is the host's /tmp (a checkout or venv there stays visible) and whose
+        # upper layer, a tmpfs, takes the node's own writes (PRIVATE_TMP, seen by no other node).
+        upper, work = f"{NODE_RUN}/upper", f"{NODE_RUN}/work"
         inner = (f"hostname {n} && mount --bind /etc/netns/{n}/hosts /etc/hosts && "
-                 f"mount -t tmpfs -o size=512m tmpfs /tmp && exec /usr/sbin/slurmd -D -N {n} -f {self.conf}")
+                 f"mkdir -p {NODE_RUN} && mount -t tmpfs -o size=512m tmpfs {NODE_RUN} && mkdir {upper} {work} && "
+                 f"mount -t overlay overlay -o lowerdir=/tmp,upperdir={upper},workdir={work} /tmp && "
+                 f"exec /usr/sbin/slurmd -D -N {n} -f {self.conf}")
         self._spawn(f"slurmd-{n}", ["nsenter", f"--net=/run/netns/{n}", "unshare", "--uts", "--mount",
                                    "--propagation", "private", "sh", "-c", inner], logs)
 
@@ -223,4 +232,6 @@ class NetnsSlurm:
             subprocess.run(["ip", "link", "del", f"{n}-h"], capture_output=True)
             shutil.rmtree(Path("/etc/netns") / n, ignore_errors=True)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        with contextlib.suppress(OSError):
+            Path(NODE_RUN).rmdir()  # the empty mount point on the host
         shutil.rmtree(self.work / "spool", ignore_errors=True)

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,10 +19,11 @@ import yaml
 
 from cnn_cluster.results import RunDir, get_state, read_table
 
-from slurm_netns import NetnsSlurm, unavailable
+from slurm_netns import PRIVATE_TMP, NetnsSlurm, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "slurm" / "ray-cluster.sbatch"
+CNNC = str(Path(sys.executable).with_name("cnnc"))
 pytestmark = [pytest.mark.multinode, pytest.mark.slurm, pytest.mark.slow]
 
 
@@ -72,7 +77,7 @@ def _nothing_left(cluster: NetnsSlurm) -> None:
         time.sleep(1)
     for node in cluster.names:
         assert cluster.node_pids(node) == [cluster.slurmd_pid(node)], (node, _commands(cluster.node_pids(node)))
-        left = cluster.in_node(node, ["ls", "/tmp"]).stdout.split()
+        left = cluster.in_node(node, ["ls", PRIVATE_TMP]).stdout.split()  # what the node wrote to its /tmp
         assert not [f for f in left if f.startswith("cnnc-ray-")], (node, left)
 
 
@@ -146,4 +151,58 @@ def test_two_nodes_scancel_a_lost_node_and_resume(cluster, shared):
         assert len(set(t["rank_node_ids"])) == 2
     epochs = read_table(run.epochs)  # no finished epoch lost, none trained twice
     assert [(e["trial"], e["epoch"]) for e in epochs] == [(t, e) for t in "ab" for e in (1, 2, 3)]
+    _nothing_left(cluster)
+
+
+def _cnnc(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SLURM_"))}
+    return subprocess.run([CNNC, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_jobs_api_from_outside_reaches_the_head_by_its_address(cluster, shared):
+    """sbatch --serve with the dashboard on the head's address: from the host (not a node),
+    cnnc submit --address reaches it with the job's token (without it: refused), cnnc logs
+    --follow streams the sweep, cnnc stop interrupts it."""
+    env = {**_env(shared), "CNNC_DASHBOARD_HOST": "head"}
+    r = cluster.run(["sbatch", "--parsable", "--nodes=2", f"--chdir={shared}", str(SCRIPT), "--serve"], env=env,
+                    timeout=60)
+    job = r.stdout.strip().split(";")[0]
+    assert r.returncode == 0 and job, r.stderr
+    text = _wait_log(shared / f"cnnc-{job}.out", "serving; end it with scancel")
+    url = re.search(r"Jobs API: (http://[\d.]+:\d+)", text).group(1)
+    assert url.startswith(f"http://{cluster.addrs['cnnc-n1']}:")  # the head's own address, not loopback
+    token = shared / ".cnnc-jobs" / job / "auth_token"
+    with pytest.raises(urllib.error.HTTPError) as err:  # no token: refused
+        urllib.request.urlopen(f"{url}/api/jobs/", timeout=10)
+    assert err.value.code == 401
+    cfg = _config(shared, epochs=50)
+    r = _cnnc("submit", str(cfg), "--address", url, "--token-file", str(token))
+    assert r.returncode == 0, r.stdout + r.stderr
+    ray_job = re.search(r"submitted job (\S+)", r.stdout).group(1)
+    run = Path(re.search(r"results will land in (\S+)", r.stdout).group(1))
+    follow = subprocess.Popen([CNNC, "logs", ray_job, "--follow", "--address", url, "--token-file", str(token)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in follow.stdout:  # lines arrive while the sweep trains
+            seen.append(line)
+            if "a: epoch 2/50" in line:
+                break
+        assert any("a: epoch 2/50" in line for line in seen), "".join(seen)
+        stop = _cnnc("stop", ray_job, "--address", url, "--token-file", str(token))
+        assert "stop requested" in stop.stdout, stop.stdout + stop.stderr
+        follow.wait(120)
+    finally:
+        follow.kill()
+    end = time.time() + 60
+    while time.time() < end and "STOPPED" not in (st := _cnnc("status", ray_job, "--address", url, "--token-file",
+                                                             str(token)).stdout):
+        time.sleep(1)
+    assert f"{ray_job}: STOPPED" in st
+    end = time.time() + 30
+    while time.time() < end and get_state(RunDir(run)).get("state") != "interrupted":
+        time.sleep(1)
+    assert get_state(RunDir(run))["state"] == "interrupted"
+    assert cluster.run(["scancel", job]).returncode == 0
+    _gone(cluster, job)
     _nothing_left(cluster)
