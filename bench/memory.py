@@ -21,16 +21,15 @@ from pathlib import Path
 import psutil
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from tiny import tiny_config  # noqa: E402  (the suite's tiny sweep)
+
 CNNC = str(Path(sys.executable).with_name("cnnc"))
-CONFIG = {
-    "name": "memory",
-    "data": {"synthetic": {"classes": 10, "images_per_class": 600}},
-    "train": {"epochs": 1, "batch_size": 64},
-    "experiments": [{"name": "base", "conv_filters": [8], "fc_layers": [16]}],
+CONFIG = tiny_config(
+    name="memory", data={"synthetic": {"classes": 10, "images_per_class": 600}}, train={"batch_size": 64},
+    experiments=[{"name": "base", "conv_filters": [8], "fc_layers": [16]}],
     # 4 x 3 x 2 = 24 experiments
-    "grid": {"conv_filters": [[4], [8], [8, 16], [16, 32]], "fc_layers": [[], [16], [32]], "max_pool": [True, False]},
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
-}
+    grid={"conv_filters": [[4], [8], [8, 16], [16, 32]], "fc_layers": [[], [16], [32]], "max_pool": [True, False]})
 
 
 def _pss_kb(pid: int) -> tuple[int, int]:

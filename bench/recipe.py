@@ -32,7 +32,7 @@ os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-benc
 
 from cnn_cluster.config import Experiment, load_config  # noqa: E402
 from cnn_cluster.data import load_dataset  # noqa: E402
-from cnn_cluster.train import Arrays, build, epoch_batches, make_optimizer, predict, train_epoch  # noqa: E402
+from cnn_cluster.train import Arrays, initial_model, epoch_batches, make_optimizer, predict, train_epoch  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mini-imagenet-sample"
 RECIPES = {"plain": "sweep.yaml", "improved": "sweep-improved.yaml"}  # the configs on mini-ImageNet
@@ -48,7 +48,7 @@ def recipe(config: str, epochs: int, overrides: list[str]) -> Experiment:
 def train(exp: Experiment, arrays: Arrays, splits: dict[str, np.ndarray]) -> dict:
     """Train, evaluate each epoch on val, test the best-val weights; accuracy and images/s."""
     cpu = torch.device("cpu")
-    model = build(exp, arrays, cpu)
+    model = initial_model(exp, arrays, cpu)
     opt = make_optimizer(model, exp.train)
     gen = torch.Generator().manual_seed(exp.train.seed)
     cfg = exp.train

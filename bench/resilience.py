@@ -24,15 +24,15 @@ from pathlib import Path
 import psutil
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from tiny import tiny_config  # noqa: E402  (the suite's tiny sweep)
+
 CNNC = str(Path(sys.executable).with_name("cnnc"))
 EPOCHS = 4
-CONFIG = {
-    "name": "resilience",
-    "data": {"synthetic": {"classes": 4, "images_per_class": 120}},
-    "train": {"epochs": EPOCHS, "batch_size": 16},
-    "experiments": [{"name": f"e{i}", "conv_filters": [8, 16], "fc_layers": [16 * (1 + i % 3)]} for i in range(6)],
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_failures": 2},
-}
+CONFIG = tiny_config(
+    name="resilience", data={"synthetic": {"classes": 4, "images_per_class": 120}}, train={"epochs": EPOCHS},
+    experiments=[{"name": f"e{i}", "conv_filters": [8, 16], "fc_layers": [16 * (1 + i % 3)]} for i in range(6)],
+    resources={"max_failures": 2})
 
 
 def _reports(run: Path) -> dict[str, list[dict]]:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cnn_cluster.config import Experiment, ModelConfig, TrainConfig, load_config  # noqa: E402
 from cnn_cluster.models import shapes  # noqa: E402
-from cnn_cluster.train import (Arrays, autocast, build, epoch_batches, make_optimizer, native_bf16,  # noqa: E402
+from cnn_cluster.train import (Arrays, autocast, initial_model, epoch_batches, make_optimizer, native_bf16,  # noqa: E402
                                train_epoch)
 
 BATCH, SIZE, CLASSES = 128, 84, 100
@@ -71,7 +71,7 @@ def plain_step(model_cfg: ModelConfig, train: TrainConfig, precision: str, steps
     """Images/s of forward + backward + optimizer on ready tensors; and the first (compile) step's seconds."""
     exp = Experiment(name="x", model=model_cfg, train=train)
     arrays = _arrays()
-    model = build(exp, arrays, CPU).train()
+    model = initial_model(exp, arrays, CPU).train()
     opt = make_optimizer(model, train)
     x = torch.randn(BATCH, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, CLASSES, (BATCH,))
@@ -98,7 +98,7 @@ def epoch_images_per_s(model_cfg: ModelConfig, train: TrainConfig, precision: st
     train = train.model_copy(update={"precision": precision})
     arrays = _arrays(steps * BATCH)
     exp = Experiment(name="x", model=model_cfg, train=train)
-    model = build(exp, arrays, CPU)
+    model = initial_model(exp, arrays, CPU)
     opt = make_optimizer(model, train)
     gen = torch.Generator().manual_seed(0)
     idx = np.arange(len(arrays.labels))

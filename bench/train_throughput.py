@@ -25,7 +25,7 @@ os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-benc
 from cnn_cluster.config import validate  # noqa: E402
 from cnn_cluster.data import load_dataset  # noqa: E402
 from cnn_cluster.results import get_state, read_table  # noqa: E402
-from cnn_cluster.train import Arrays, build, epoch_batches, make_optimizer, train_epoch  # noqa: E402
+from cnn_cluster.train import Arrays, initial_model, epoch_batches, make_optimizer, train_epoch  # noqa: E402
 
 EPOCHS, BATCH = 4, 128
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))  # torch threads = the worker's CPUs
@@ -44,7 +44,7 @@ def bare(cfg) -> float:
     data = load_dataset(cfg.data)
     arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
     exp = cfg.resolved_experiments()[0]
-    model = build(exp, arrays, torch.device("cpu"))
+    model = initial_model(exp, arrays, torch.device("cpu"))
     opt = make_optimizer(model, exp.train)
     gen = torch.Generator().manual_seed(0)
     idx, rates = data.indices("train"), []

@@ -68,24 +68,15 @@ def submit(
     Without --address on an embedded local Ray; with http://HOST:8265 as a Ray Job
     on that cluster (prints the job id; follow it with cnnc logs JOB --follow).
     """
-    from .config import load_config
     from .remote import is_jobs_address, use_token
-    from .results import open_run
-    from .submit import ensure_not_a_run, interruptible, new_run_dir, submit as run_submit
+    from .run_folder import interruptible, prepare
+    from .submit import submit as run_submit
 
     use_token(token_file)
     if is_jobs_address(address):
         _submit_job(config, set_ or [], resume, address)
         return
-    if resume is not None:
-        run = open_run(resume)
-        cfg = load_config(run.config, set_ or [])
-    elif config is None:
-        raise CnncError("give a CONFIG file (e.g. configs/demo.yaml) or --resume RUN_DIR")
-    else:
-        cfg = load_config(config, set_ or [])
-        run = new_run_dir(cfg)
-        ensure_not_a_run(run.root)
+    cfg, run = prepare(config, set_ or [], resume)
     try:
         with interruptible(run):
             outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard,
@@ -104,7 +95,7 @@ def submit(
 def _submit_job(config: Optional[Path], overrides: list[str], resume: Optional[Path], address: str) -> None:
     from .config import load_config
     from .remote import absolute_paths, submit_job
-    from .submit import new_run_dir
+    from .run_folder import new_run_dir
 
     if resume is not None:
         raise CnncError("--resume with a Jobs address: resume on the cluster with "
@@ -225,10 +216,11 @@ def occlude(
     """Occlusion sensitivity maps of a trained model's test images (Part B)."""
     from .config import OcclusionConfig
     from .results import open_run
-    from .submit import load_run_config, occlude as run_occlude
+    from .config import load_config
+    from .occlusion_stage import occlude as run_occlude
 
     run = open_run(run_dir)
-    base = load_run_config(run).occlusion or OcclusionConfig()
+    base = load_config(run.config).occlusion or OcclusionConfig()
     given = {"count": count, "window": window, "stride": stride, "fill": fill, "select": select,
              "misclassified": misclassified}
     occ = _occlusion_config(base, {k: v for k, v in given.items() if v is not None})
@@ -256,12 +248,12 @@ def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")
              set_: SetOpt = None) -> None:
     """Check a config without running it; print the experiments it expands to."""
     from .config import load_config
+    from .data import expected_classes
     from .models import shapes
 
     cfg = load_config(config, set_ or [])
-    size = cfg.data.image_size
-    classes = cfg.data.synthetic.classes if cfg.data.source == "synthetic" else 100
-    for i, exp in enumerate(cfg.resolved_experiments()):
+    size, exps, classes = cfg.data.image_size, cfg.resolved_experiments(), expected_classes(cfg.data)
+    for i, exp in enumerate(exps):
         try:
             s = shapes(exp.model, size, classes, exp.train.batch_norm)
         except CnncError as exc:
@@ -270,7 +262,6 @@ def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")
                    f"pool={'yes' if exp.model.max_pool else 'no'} stride {exp.model.stride} "
                    f"epochs {exp.train.epochs}: {s.params / 1e6:.2f}M params, {s.flops / 1e6:.0f} MFLOPs/image")
     if cfg.search:
-        exps = cfg.resolved_experiments()
         n, s_ = len(exps), cfg.search
         typer.echo(f"search: {s_.num_samples} {s_.algorithm} recipes per experiment ({n * s_.num_samples} trials, at "
                    f"most {sum(e.train.epochs for e in exps) * s_.num_samples} epochs), scheduler {s_.scheduler}, "

@@ -90,9 +90,12 @@ class CNN(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(cfg: ModelConfig, num_classes: int, image_size: int, batch_norm: bool = False,
-                dropout: float = 0.0) -> CNN:
-    return CNN(cfg, num_classes, image_size, batch_norm, dropout)
+def build_model(spec: Experiment | ModelConfig, num_classes: int, image_size: int) -> CNN:
+    """The one way to build the study's CNN: from an experiment (its model fields, and the train
+    fields that change the network: batch_norm, dropout), or from bare model fields (neither)."""
+    if isinstance(spec, Experiment):
+        return CNN(spec.model, num_classes, image_size, spec.train.batch_norm, spec.train.dropout)
+    return CNN(spec, num_classes, image_size)
 
 
 def load_trained(path, num_classes: int, image_size: int) -> tuple[CNN, Experiment]:
@@ -111,7 +114,7 @@ def load_trained(path, num_classes: int, image_size: int) -> tuple[CNN, Experime
         raise ConfigError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file gets the same answer
         raise ConfigError(f"{path}: not a cnnc checkpoint or unsafe to load ({type(exc).__name__})") from None
-    model = build_model(exp.model, num_classes, image_size, exp.train.batch_norm, exp.train.dropout)
+    model = build_model(exp, num_classes, image_size)
     try:
         model.load_state_dict(saved["model"])
     except (RuntimeError, KeyError) as exc:

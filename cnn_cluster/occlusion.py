@@ -23,14 +23,13 @@ Two implementations give the same numbers:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Fill = Literal["mean", "gray", "zero", "blur"]
 FILLS: tuple[str, ...] = ("mean", "gray", "zero", "blur")
 
 

@@ -22,6 +22,7 @@ from .cluster import node_id
 from .config import OcclusionConfig
 from .data import PackedDataset
 from .errors import CnncError
+from .train import norm_stats, to_input
 from .occlusion import box_scores, grid_size, occlusion_map, resolve_method, select_images
 
 
@@ -36,10 +37,9 @@ class Occluder:
         self.mean, self.std = mean, std
 
     def run(self, key: int, images: np.ndarray, targets: list[int], opts: dict) -> tuple:
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float() / 255
-        m = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
-        s = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-        res = occlusion_map(self.model, (x - m) / s, targets, mean=self.mean, std=self.std, **opts)
+        batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        x = to_input(batch, *norm_stats(self.mean, self.std, self.device))
+        res = occlusion_map(self.model, x, targets, mean=self.mean, std=self.std, **opts)
         where = (socket.gethostname() + f":{os.getpid()}", node_id())
         return key, res.maps.numpy(), res.clean.numpy(), where
 

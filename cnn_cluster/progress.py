@@ -19,7 +19,7 @@ from typing import Any, Optional, TextIO
 
 from ray.tune import Callback
 
-from .results import RunDir
+from .results import RunDir, trial_status
 
 INTERVAL_S = 15.0  # periodic lines: often enough to see a trial move, rare enough not to flood a log
 
@@ -235,12 +235,3 @@ def sweep_counts(grid: Any) -> dict[str, int]:
     states = [trial_status(r.error, r.metrics or {}) for r in grid]
     counts = {s: states.count(s) for s in ("finished", "stopped", "failed")}
     return counts if counts["stopped"] else {"finished": counts["finished"], "failed": counts["failed"]}
-
-
-def trial_status(error: Any, last: dict) -> str:
-    """finished (its final report came), stopped (ASHA ended it after an epoch), else failed."""
-    if error is None and last.get("final") == 1:
-        return "finished"
-    if error is None and not last.get("train_failed") and "val_acc" in last:
-        return "stopped"
-    return "failed"

@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,7 +21,6 @@ from .errors import CnncError
 
 PACKAGE = Path(__file__).resolve().parent
 ENTRY = "jobs/sweep.py"
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
@@ -162,13 +160,3 @@ def _unknown(address: str, job_id: str, exc: Exception) -> CnncError:
     if "does not exist" in text or "404" in text or "not found" in text.lower():
         return CnncError(f"job {job_id}: no such job on {address}")
     return _explain(address, exc)
-
-
-def wait(address: str, job_id: str, timeout_s: float, poll_s: float = 1.0) -> str:
-    """The job's status once it is terminal, or its latest status when the timeout passes."""
-    end = time.time() + timeout_s
-    while True:
-        st = status(address, job_id)["status"]
-        if st in TERMINAL or time.time() > end:
-            return st
-        time.sleep(poll_s)

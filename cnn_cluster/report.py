@@ -1,4 +1,8 @@
-"""Tables and figures assembled from a run folder."""
+"""A run's report folder: one read of the run, its tables and figures, then the page.
+
+report.py reads (``results.read_run``, once) and draws; sections.py builds the page's sections
+from what was read; page.py renders them.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import figures, page, search_report
+import numpy as np
+
+from . import figures, page, search_report, sections
 from .data import PackedDataset, open_packed
 from .errors import CnncError
-from .results import RunDir, get_state, read_table, write_text
+from .results import RunData, RunDir, read_run, write_text
+from .sections import COLUMNS, experiments_rows, object_context_line, occlusion_param_rows
 
-COLUMNS = ["Experiment", "Conv Filters", "Conv Layers", "FC Layers", "Max Pooling", "Stride", "Epochs",
-           "Test Accuracy"]
 GALLERY = 18  # misclassified images shown
 
 
@@ -25,24 +30,6 @@ class Report:
     state: str
     notes: list[str]
     page: Path  # report/index.html
-
-
-def experiments_rows(trials: list[dict], best: Optional[str]) -> list[dict]:
-    """The study's columns, one row per trial; the best row is marked with '*'."""
-    rows = []
-    for t in trials:
-        acc = f"{100 * t['test_acc']:.2f} %" if t.get("test_acc") is not None else t["status"]
-        rows.append({
-            "Experiment": t["trial"] + (" *" if t["trial"] == best else ""),
-            "Conv Filters": str(list(t["conv_filters"])),
-            "Conv Layers": str(t["conv_layers"]),
-            "FC Layers": str(list(t["fc_layers"])),
-            "Max Pooling": "yes" if t["max_pool"] else "no",
-            "Stride": str(t["stride"]),
-            "Epochs": str(t["epochs"]),
-            "Test Accuracy": acc,
-        })
-    return rows
 
 
 def text_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
@@ -69,111 +56,89 @@ def csv_table(trials: list[dict]) -> str:
 
 
 def build_report(run: RunDir) -> Report:
-    """Write report/experiments.{md,csv}, curves.png and misclassified.png; return the table."""
-    state = get_state(run)
-    trials = read_table(run.trials)
+    """Write report/: the tables, figures, search outputs and the page; return the table."""
+    rd = read_run(run)
+    state, trials, best = rd.state, rd.trials, rd.best
     if not trials:
         raise CnncError(f"{run.root}: no results yet (state: {state.get('state', 'unknown')}); "
                         "nothing to report until a trial finishes")
-    best = state.get("best")
     rows = experiments_rows(trials, best)
     out = run.report
     files = [out / "experiments.md", out / "experiments.csv"]
     note = "\n\n`*` best validation accuracy; its test predictions feed the galleries.\n"
-    write_text(files[0], f"# {run.root.name}\n\n" + markdown_table(rows) + note)
+    write_text(files[0], f"# {rd.name}\n\n" + markdown_table(rows) + note)
     write_text(files[1], csv_table(trials))
-    named: dict[str, Path] = {}
-    epochs = read_table(run.epochs)
-    if epochs:
-        named["curves"] = figures.curves(epochs, out / "curves.png")
-    if any(t.get("test_acc") is not None for t in trials):
-        named["cost"] = figures.accuracy_vs_cost(trials, out / "accuracy-vs-cost.png")
     data = _dataset(state)
-    preds = read_table(run.predictions)
-    if best and preds and data is not None:
-        named["misclassified"] = _misclassified(preds, data, best, out / "misclassified.png")
-        confusion = page.confusion_examples(preds, data, out / "confusion.png")
-        if confusion:
-            named["confusion"] = confusion
+    named = _figures(rd, data, out)
     notes = [] if state.get("state") == "finished" else [f"run state: {state.get('state', 'unknown')}; "
                                                          "the tables show what has finished"]
-    if search_report.is_search(trials):
-        search_files, search_lines = _search_outputs(run, trials, out)
+    search = search_report.summarise(trials) if search_report.is_search(trials) else []
+    if search:
+        search_files, search_lines = _search_outputs(rd, search, out)
         files += search_files
         named["search"] = search_files[1]
         notes += search_lines
-    occ = read_table(run.occlusion)
     verdict = ""
-    if occ and data is not None:
-        occ_files = occlusion_figures(occ, data, out)
+    if rd.occlusion and data is not None:
+        occ_files = occlusion_figures(rd.occlusion, data, out)
         files += occ_files
         named["occlusion"] = occ_files[-1]
-        verdict = object_context_line(occ)
+        verdict = object_context_line(rd.occlusion)
         files.append(out / "occlusion-params.md")
-        write_text(files[-1], occlusion_params(occ) + (f"\n{verdict}\n" if verdict else ""))
+        write_text(files[-1], markdown_table([dict(zip(PARAM_COLUMNS, r)) for r in occlusion_param_rows(rd.occlusion)],
+                                             PARAM_COLUMNS) + (f"\n{verdict}\n" if verdict else ""))
         if verdict:
             notes.append(verdict)
     files += list(named.values())
-    index, readme = page.write_page(out, f"cnnc report: {run.root.name}",
-                                    page.run_sections(run, data, named, verdict))
+    names = data.class_names if data is not None else None
+    index, readme = page.write_page(out, f"cnnc report: {rd.name}",
+                                    sections.run_sections(rd, names, named, verdict, search))
     files += [index, readme]
     return Report(text_table(rows), files, state.get("state", "unknown"), notes, index)
 
 
-def _search_outputs(run: RunDir, trials: list[dict], out: Path) -> tuple[list[Path], list[str]]:
-    """report/search.md, search.png and best.yaml (each experiment's best recipe, runnable)."""
-    from .config import load_config
+PARAM_COLUMNS = ["Parameter", "Value"]
 
-    summaries = search_report.summarise(trials)
+
+def _figures(rd: RunData, data: Optional[PackedDataset], out: Path) -> dict[str, Path]:
+    """Curves, accuracy against cost, and the best model's galleries: what the run's tables allow."""
+    named: dict[str, Path] = {}
+    if rd.epochs:
+        named["curves"] = figures.curves(rd.epochs, out / "curves.png")
+    if any(t.get("test_acc") is not None for t in rd.trials):
+        named["cost"] = figures.accuracy_vs_cost(rd.trials, out / "accuracy-vs-cost.png")
+    if rd.best and rd.predictions and data is not None:
+        named["misclassified"] = _misclassified(rd.predictions, data, rd.best, out / "misclassified.png")
+        confusion = confusion_examples(rd.predictions, data, out / "confusion.png")
+        if confusion:
+            named["confusion"] = confusion
+    return named
+
+
+def _search_outputs(rd: RunData, summaries: list[search_report.GroupSummary],
+                    out: Path) -> tuple[list[Path], list[str]]:
+    """report/search.md, search.png and best.yaml (each experiment's best recipe, runnable)."""
+    if rd.config is None:
+        raise CnncError(f"{rd.run.config}: does not validate any more; cannot write best.yaml from it")
     md, png, best = out / "search.md", out / "search.png", out / "best.yaml"
     write_text(md, search_report.markdown(summaries))
-    figures.search_scatter(trials, [search_report.values(t) for t in trials], png)
-    write_text(best, search_report.best_yaml(load_config(run.config), summaries, run.root.resolve().name))
+    figures.search_scatter(rd.trials, [search_report.values(t) for t in rd.trials], png)
+    write_text(best, search_report.best_yaml(rd.config, summaries, rd.run.root.resolve().name))
     return [md, png, best], search_report.lines(summaries) + [f"best recipes as a sweep file: {best}"]
 
 
 def build_comparison(runs: list[RunDir], out: Path) -> Path:
     """One page putting several runs side by side; returns its index.html."""
-    for run in runs:
-        if not read_table(run.trials):
-            raise CnncError(f"{run.root}: no results yet; nothing to compare")
-    title = "cnnc comparison: " + ", ".join(r.root.name for r in runs)
-    return page.write_page(out, title, page.compare_sections(runs))[0]
-
-
-def occlusion_params(occ: list[dict]) -> str:
-    """The study's parameter table for Part B."""
-    first = occ[0]
-    fills = {"mean": "dataset mean (0 after normalisation: neutral gray)", "gray": "0.5 gray in pixel space",
-             "zero": "black (0 in pixel space)", "blur": "Gaussian blur of the image"}
-    images = len({r["index"] for r in occ})
-    rows = [("Window size (N x N)", f"{first['window']} x {first['window']} pixels"),
-            ("Stride", f"{first['stride']} pixels"), ("Replacement value", fills[first["fill"]]),
-            ("Confidence map", f"{first['map_h']} x {first['map_w']} positions"),
-            ("Images analysed", f"{images} ({sum(r['correct'] for r in occ if r['target_kind'] == 'true')} "
-                                f"correctly classified)"),
-            ("Model", first["trial"])]
-    return "| Parameter | Value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
-
-
-def object_context_line(occ: list[dict]) -> str:
-    """One line: on how many images the model relied on the object, on how many on the context."""
-    known = [r for r in occ if r["target_kind"] == "true" and r["correct"] and r["pointing"] is not None]
-    if not known:
-        return ("Object or context: no verdict, because no mapped image has a known object box "
-                "(the built-in data records its boxes; for real images set data.boxes to a CSV of boxes).")
-    obj = sum(r["pointing"] for r in known)
-    share = sum(r["object_share"] for r in known if r["object_share"] == r["object_share"]) / len(known)
-    base = sum(r["box_share"] for r in known) / len(known)
-    return (f"Object or context: the largest confidence drop fell on the object in {obj} of {len(known)} images "
-            f"and on the context in {len(known) - obj}; {100 * share:.0f}% of the drop lay on windows centred on "
-            f"the object, which holds {100 * base:.0f}% of window positions.")
+    read = [read_run(r) for r in runs]
+    for rd in read:
+        if not rd.trials:
+            raise CnncError(f"{rd.run.root}: no results yet; nothing to compare")
+    title = "cnnc comparison: " + ", ".join(rd.name for rd in read)
+    return page.write_page(out, title, sections.compare_sections(read))[0]
 
 
 def occlusion_figures(occ: list[dict], data: PackedDataset, out: Path) -> list[Path]:
     """report/occlusion/<index>.png per image and class, and report/occlusion.png with all of them."""
-    import numpy as np
-
     names = data.class_names
     files, grid = [], ([], [], [], [], [])
     for r in occ:
@@ -207,3 +172,19 @@ def _misclassified(preds: list[dict], data: PackedDataset, best: str, path: Path
     total = sum(p["pred"] != p["true"] for p in preds)
     return figures.image_grid(images, titles, path,
                               f"Misclassified test images of {best} ({total} of {len(preds)}; most confident first)")
+
+
+def confusion_examples(preds: list[dict], data: PackedDataset, path: Path) -> Optional[Path]:
+    """One misclassified example per confused pair, for the confusion section."""
+    pairs = sections.confused_pairs(preds)
+    picks = []
+    for (a, b), _ in pairs:
+        ex = next((p for p in preds if {p["true"], p["pred"]} == {a, b} and p["true"] != p["pred"]), None)
+        if ex is not None:
+            picks.append(ex)
+    if not picks:
+        return None
+    names = data.class_names
+    images = np.asarray(data.images[[p["index"] for p in picks]])
+    titles = [f"T: {names[p['true']]}\nP: {names[p['pred']]}" for p in picks]
+    return figures.image_grid(images, titles, path, "One example per confused pair", cols=5)

@@ -1,8 +1,33 @@
-"""A run folder's files: Parquet schemas and atomic reads/writes.
+"""A run folder: every path in it, its Parquet schemas, atomic reads/writes, one read of it all.
 
-Nothing else in the package builds paths inside a run folder or touches
-Parquet. Every write goes to a temporary name in the same folder and is
-renamed into place, so a reader never sees a partial file.
+Nothing else in the package builds a path inside a run folder or touches Parquet: ``RunDir``
+names every file, and the helpers below write and read them. Every write goes to a temporary
+name in the same folder and is renamed into place, so a reader never sees a partial file.
+
+Where each file is written (W) and read (R):
+
+=================================  =========================================  ==============================
+path (``RunDir`` member)           W                                          R
+=================================  =========================================  ==============================
+config.yaml (config)               submit.submit (the resolved config)        read_run, run_folder.prepare, CLI
+run.json (state)                   set_state (submit, occlusion_stage, CLI)   get_state (read_run, CLI, ...)
+trials.parquet (trials)            submit.submit (sweep.collect's rows)       read_run, occlusion_stage
+epochs.parquet (epochs)            submit.submit                              read_run
+predictions.parquet (predictions)  submit.submit (from test_arrays)           read_run
+occlusion.parquet (occlusion)      occlusion_stage.occlude                    read_run
+occlusion.parts/ (occlusion_parts) occlusion_jobs (a map per file, as done)   occlusion_jobs on resume
+report/ (report)                   report.build_report                        the user
+tune/ (tune)                       Ray Tune (experiment state, searcher)      Tune on resume
+tune-scheduler/ (asha_state)       search.GroupedASHA                         search.GroupedASHA on resume
+train/train-<id>/ (train_run)      Ray Train (latest checkpoint)              Ray Train on a trial's restart
+live/<trial>.json (live)           train.train_loop's rank 0, per batch       progress.Progress
+checkpoints/<t>.pt (checkpoint)    sweep._keep_best                           models.load_trained
+checkpoints/<t>.test_*.npy         sweep (write_test_arrays)                  trial_predictions (submit)
+checkpoints/<t>.epochs.json        sweep._keep_best (write_json)              read_history
+checkpoints/<t>.final.json         sweep._keep_best (last: marks it finished) sweep._trial on resume
+checkpoints/<t>.placement_group    train.train_loop's rank 0                  sweep.release_placement_group
+<output root>/latest (latest)      run_folder.link_latest                     the user (``make demo``)
+=================================  =========================================  ==============================
 """
 
 from __future__ import annotations
@@ -14,12 +39,13 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .config import SweepConfig, load_config
 from .errors import CnncError
 
 TRIALS_SCHEMA = pa.schema([
@@ -62,6 +88,16 @@ TRIALS_SCHEMA = pa.schema([
     ("searched", pa.string()),  # a search's drawn values as JSON, keyed like search.space
     ("epochs_run", pa.int32()),  # epochs trained (fewer than epochs where ASHA stopped the trial)
 ])
+
+def trial_status(error: Any, last: dict) -> str:
+    """A trial's ``status``: finished (its final report came), stopped (ASHA ended it after an
+    epoch), else failed; from Tune's error and the trial's last reported metrics."""
+    if error is None and last.get("final") == 1:
+        return "finished"
+    if error is None and not last.get("train_failed") and "val_acc" in last:
+        return "stopped"
+    return "failed"
+
 
 EPOCHS_SCHEMA = pa.schema([
     ("trial", pa.string()),
@@ -157,6 +193,19 @@ class RunDir:
         """A search's ASHA rungs (search.GroupedASHA): Tune does not save its scheduler."""
         return self.root / "tune-scheduler"
 
+    def asha_state(self, experiment: str) -> Path:
+        return self.scheduler_state / f"{experiment}.pkl"
+
+    @property
+    def occlusion_parts(self) -> Path:
+        """Finished occlusion maps, one file each, kept until occlusion.parquet is written."""
+        return self.root / "occlusion.parts"
+
+    @property
+    def latest(self) -> Path:
+        """``<output root>/latest``: a link to the newest run beside this one."""
+        return self.root.parent / "latest"
+
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
@@ -175,18 +224,23 @@ class RunDir:
 
     def placement_group(self, trial: str) -> Path:
         """The id of the placement group a trial's workers run in (written by its rank 0)."""
-        return self.root / "checkpoints" / f"{trial}.placement_group"
+        return self.checkpoints / f"{trial}.placement_group"
 
     def checkpoint(self, trial: str) -> Path:
-        return self.root / "checkpoints" / f"{trial}.pt"
+        """A finished trial's best-validation weights and its recipe."""
+        return self.checkpoints / f"{trial}.pt"
+
+    def test_arrays(self, trial: str) -> tuple[Path, Path]:
+        """A tested trial's test-split rows and softmax probabilities (.npy), as its workers gathered them."""
+        return self.checkpoints / f"{trial}.test_index.npy", self.checkpoints / f"{trial}.test_probs.npy"
 
     def final(self, trial: str) -> Path:
         """A finished trial's last metrics (test accuracy): their presence marks it finished."""
-        return self.root / "checkpoints" / f"{trial}.final.json"
+        return self.checkpoints / f"{trial}.final.json"
 
     def history(self, trial: str) -> Path:
         """A finished trial's epochs, from its final checkpoint (each epoch once)."""
-        return self.root / "checkpoints" / f"{trial}.epochs.json"
+        return self.checkpoints / f"{trial}.epochs.json"
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -246,12 +300,20 @@ def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
 
 
-def trial_predictions(run: RunDir, trial: str, labels: Any) -> list[dict]:
-    """A trial's test predictions, from the arrays its driver kept beside the checkpoint."""
+def write_test_arrays(run: RunDir, trial: str, index: Any, probs: Any) -> None:
+    """A tested trial's test rows and probabilities, beside its checkpoint."""
     import numpy as np
 
-    base = run.checkpoint(trial)
-    files = [base.with_name(f"{base.stem}.test_{k}.npy") for k in ("index", "probs")]
+    for path, arr in zip(run.test_arrays(trial), (index, np.asarray(probs, np.float32))):
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr)
+
+
+def trial_predictions(run: RunDir, trial: str, labels: Any) -> list[dict]:
+    """A trial's test predictions (PREDICTIONS_SCHEMA rows), from its test arrays."""
+    import numpy as np
+
+    files = run.test_arrays(trial)
     if not all(f.is_file() for f in files):
         raise CnncError(f"{run.root}: no test predictions for trial '{trial}' (did it finish?)")
     idx, probs = (np.load(f) for f in files)
@@ -259,6 +321,58 @@ def trial_predictions(run: RunDir, trial: str, labels: Any) -> list[dict]:
     return [{"index": int(i), "true": int(labels[i]), "pred": int(t[0]), "p_true": float(p[labels[i]]),
              "p_pred": float(p[t[0]]), "top5": [int(v) for v in t]}
             for i, p, t in zip(idx, probs, top5)]
+
+
+EPOCH_COLUMNS = [f.name for f in EPOCHS_SCHEMA][1:]  # what a trial's history holds per epoch
+
+
+def read_history(run: RunDir, trial: str) -> list[dict]:
+    """A finished trial's epochs (EPOCHS_SCHEMA rows), as its final checkpoint recorded them."""
+    path = run.history(trial)
+    if not path.is_file():
+        return []
+    return [{"trial": trial, **{c: (int(m[c]) if c == "epoch" else float(m[c])) for c in EPOCH_COLUMNS}}
+            for m in json.loads(path.read_text())]
+
+
+def drop_weights(run: RunDir) -> None:
+    """Remove every trial's saved weights (``output.keep_checkpoints: false``); the tables stay."""
+    for path in run.checkpoints.glob("*.pt"):
+        path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- one read of a run
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything a report shows, read once: the report, the page and the figures take this."""
+
+    run: RunDir
+    state: dict
+    config: Optional[SweepConfig]  # None where config.yaml no longer validates
+    trials: list[dict]
+    epochs: list[dict]
+    predictions: list[dict]
+    occlusion: list[dict]
+
+    @property
+    def best(self) -> Optional[str]:
+        return self.state.get("best")
+
+    @property
+    def name(self) -> str:
+        return self.run.root.name
+
+
+def read_run(run: RunDir) -> RunData:
+    """Read a run folder's state, config and tables (missing tables read empty)."""
+    try:
+        config: Optional[SweepConfig] = load_config(run.config)
+    except CnncError:
+        config = None
+    return RunData(run, get_state(run), config, read_table(run.trials), read_table(run.epochs),
+                   read_table(run.predictions), read_table(run.occlusion))
 
 
 # --------------------------------------------------------------------------- run state

@@ -17,7 +17,7 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from ray import tune
@@ -25,6 +25,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 
 from .config import Experiment, SearchConfig, with_values
+from .results import atomic_path
 
 
 def domain(dist: dict[str, list[Any]]) -> Any:
@@ -137,9 +138,9 @@ class GroupedASHA(TrialScheduler):
     Tune does not save schedulers with its experiment state, so every result also saves the ASHAs
     (their own ``save``) into ``state_dir``, and a resumed sweep starts from the rungs they reached."""
 
-    def __init__(self, search: SearchConfig, experiments: list[Experiment], state_dir: Path):
+    def __init__(self, search: SearchConfig, experiments: list[Experiment], state_file: Callable[[str], Path]):
         super().__init__()
-        self.state_dir = Path(state_dir)
+        self.state_file = state_file  # experiment -> where its rungs are saved (RunDir.asha_state)
         self.epochs = {e.name: e.train.epochs for e in experiments}
         self.asha = {e.name: AsyncHyperBandScheduler(
             time_attr="epoch", metric=search.metric, mode="max", max_t=max(e.train.epochs, 1),
@@ -155,15 +156,13 @@ class GroupedASHA(TrialScheduler):
         if not self.loaded:
             self.loaded = True
             for group, asha in self.asha.items():
-                if (self.state_dir / f"{group}.pkl").is_file():
-                    asha.restore(str(self.state_dir / f"{group}.pkl"))
+                if self.state_file(group).is_file():
+                    asha.restore(str(self.state_file(group)))
         return self.asha[trial.config["group"]]
 
     def _save(self, group: str) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_dir / f".{group}.pkl.tmp"
-        self.asha[group].save(str(tmp))
-        tmp.replace(self.state_dir / f"{group}.pkl")
+        with atomic_path(self.state_file(group)) as tmp:
+            self.asha[group].save(str(tmp))
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec: Any) -> bool:
         return True

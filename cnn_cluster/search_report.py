@@ -38,12 +38,17 @@ def values(trial: dict) -> dict:
     return json.loads(trial.get("searched") or "{}")
 
 
-def summarise(trials: list[dict]) -> list[GroupSummary]:
+def by_experiment(trials: list[dict]) -> dict[str, list[dict]]:
+    """The trials of each experiment, in order (a search has several per experiment)."""
     groups: dict[str, list[dict]] = {}
     for t in trials:
         groups.setdefault(t.get("experiment") or t["trial"], []).append(t)
+    return groups
+
+
+def summarise(trials: list[dict]) -> list[GroupSummary]:
     out = []
-    for name, rows in groups.items():
+    for name, rows in by_experiment(trials).items():
         ranked = sorted((t for t in rows if t.get("val_acc") is not None), key=lambda t: -t["val_acc"])
         tested = [t for t in ranked if t.get("test_acc") is not None]
         out.append(GroupSummary(

@@ -25,10 +25,11 @@ from .config import Experiment, ResourcesConfig, SweepConfig
 from .data import PackedDataset
 from .errors import CnncError
 from .models import shapes
-from .progress import Progress, TrialPlan, sweep_counts, trial_status
+from .progress import Progress, TrialPlan, sweep_counts
 from .ray_compat import stock_reason
-from .results import RunDir, write_json
-from .train import CHECKPOINT_FILE, Arrays, train_loop
+from .results import EPOCH_COLUMNS, RunDir, atomic_path, read_history, trial_status, write_json, write_test_arrays
+from .search_report import by_experiment
+from .train import CHECKPOINT_FILE, TEST_FILES, Arrays, train_loop
 
 # A trial driver only waits on its trainer, so it takes no CPU (a full-CPU driver deadlocks a
 # 2-CPU machine; a sliver of one, which its workers gave up, kept one rank off every node whose
@@ -145,15 +146,12 @@ def _keep_best(ckpt_dir: str, run: RunDir, exp: dict, final: dict) -> None:
     The final metrics go last: their file marks the trial finished for a resumed sweep.
     """
     name = exp["name"]
-    out = run.checkpoint(name)
     state = torch.load(Path(ckpt_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save({"model": state["best_model"], "experiment": exp, "best_epoch": state["best_epoch"]}, tmp)
-    tmp.replace(out)
-    for name_ in ("test_index.npy", "test_probs.npy"):  # a search trial has none
-        if (Path(ckpt_dir) / name_).is_file():
-            shutil.copyfile(Path(ckpt_dir) / name_, out.with_name(f"{out.stem}.{name_}"))
+    with atomic_path(run.checkpoint(name)) as tmp:
+        torch.save({"model": state["best_model"], "experiment": exp, "best_epoch": state["best_epoch"]}, tmp)
+    tested = [Path(ckpt_dir) / f for f in TEST_FILES]
+    if all(f.is_file() for f in tested):  # a search trial has none
+        write_test_arrays(run, name, *(np.load(f) for f in tested))
     write_json(run.history(name), state["history"])
     write_json(run.final(name), final)
 
@@ -165,8 +163,7 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
     """Run (or resume) every trial; returns Tune's ResultGrid."""
     import ray
 
-    arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
-    ref = ray.put(arrays)  # once per sweep; workers on a node share it zero-copy
+    ref = ray.put(Arrays.of(data))  # once per sweep; workers on a node share it zero-copy
     res = cfg.resources
     resources = {"workers": res.workers_per_trial, "gpus": res.gpus_per_worker,
                  "cpus": res.cpus_per_worker,
@@ -215,7 +212,7 @@ def _search_args(cfg: SweepConfig, p: Plan, run: RunDir) -> dict:
     args: dict[str, Any] = {"search_alg": GroupedSearcher(cfg.search, p.experiments),
                             "num_samples": cfg.search.num_samples * len(p.experiments)}
     if cfg.search.scheduler == "asha":
-        args["scheduler"] = GroupedASHA(cfg.search, p.experiments, run.scheduler_state)
+        args["scheduler"] = GroupedASHA(cfg.search, p.experiments, run.asha_state)
     return args
 
 
@@ -278,7 +275,7 @@ def collect(grid: Any, p: Plan, data: PackedDataset, run: RunDir,
     evaluated on the test split here, once, and the other trials' checkpoints are dropped."""
     trials, epochs = [], []
     for exp, group, sample, values, result in _results(grid, p, search):
-        rows = _history_rows(exp.name, run) or _epoch_rows(exp.name, result)
+        rows = read_history(run, exp.name) or _epoch_rows(exp.name, result)
         epochs += rows
         trials.append({**_trial_row(exp, result, rows, data), "workers": p.workers, "experiment": group,
                        "sample": sample, "searched": json.dumps(values) if search else None})
@@ -305,10 +302,7 @@ def _results(grid: Any, p: Plan, search: bool) -> list[tuple[Experiment, str, in
 
 def _test_group_bests(trials: list[dict], data: PackedDataset, run: RunDir) -> None:
     """Per experiment, its best finished trial by validation accuracy meets the test split."""
-    groups: dict[str, list[dict]] = {}
-    for t in trials:
-        groups.setdefault(t["experiment"], []).append(t)
-    for rows in groups.values():
+    for rows in by_experiment(trials).values():
         done = [t for t in rows if t["status"] == "finished" and t["val_acc"] is not None]
         best = max(done, key=lambda t: t["val_acc"], default=None)
         if best is not None:
@@ -325,38 +319,23 @@ def evaluate_on_test(run: RunDir, data: PackedDataset, trial: str) -> float:
     from .train import predict, resolve_precision
 
     model, exp = load_trained(run.checkpoint(trial), data.num_classes, data.image_size)
-    arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
     idx = np.flatnonzero(data.split == 2)
     cpu = torch.device("cpu")
-    probs = predict(model, arrays, idx, cpu, precision=resolve_precision(exp.train.precision, cpu)).numpy()
-    base = run.checkpoint(trial)
-    np.save(base.with_name(f"{base.stem}.test_index.npy"), idx)
-    np.save(base.with_name(f"{base.stem}.test_probs.npy"), probs.astype(np.float32))
+    probs = predict(model, Arrays.of(data), idx, cpu, precision=resolve_precision(exp.train.precision, cpu)).numpy()
+    write_test_arrays(run, trial, idx, probs)
     return float((probs.argmax(1) == data.labels[idx]).mean()) if len(idx) else 0.0
-
-
-_EPOCH_COLS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"]
-
-
-def _history_rows(name: str, run: RunDir) -> list[dict]:
-    """A finished trial's epochs, as its final checkpoint recorded them."""
-    path = run.history(name)
-    if not path.is_file():
-        return []
-    return [{"trial": name, **{c: (int(m[c]) if c == "epoch" else float(m[c])) for c in _EPOCH_COLS}}
-            for m in json.loads(path.read_text())]
 
 
 def _epoch_rows(name: str, result: Any) -> list[dict]:
     """A trial that did not finish: what Tune recorded of its epochs."""
     df = getattr(result, "metrics_dataframe", None) if result is not None else None
-    if df is None or df.empty or any(c not in df for c in _EPOCH_COLS):
+    if df is None or df.empty or any(c not in df for c in EPOCH_COLUMNS):
         return []
     df = df[df.get("final", 0).fillna(0) == 0].dropna(subset=["val_acc"])
     # A worker restarted from a checkpoint re-reports nothing it had reported,
     # but a resumed driver may replay history: keep the last row of each epoch.
     df = df.drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
-    return [{"trial": name, **{c: (int(r[c]) if c == "epoch" else float(r[c])) for c in _EPOCH_COLS}}
+    return [{"trial": name, **{c: (int(r[c]) if c == "epoch" else float(r[c])) for c in EPOCH_COLUMNS}}
             for _, r in df.iterrows()]
 
 

@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from .config import Experiment, TrainConfig
 from .models import build_model
 
 CHECKPOINT_FILE = "state.pt"
+TEST_FILES = ("test_index.npy", "test_probs.npy")  # a tested trial's rows and probabilities, beside it
 
 
 @dataclass
@@ -43,6 +44,11 @@ class Arrays:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     num_classes: int
+
+    @classmethod
+    def of(cls, data: Any) -> "Arrays":
+        """A packed dataset's arrays (``data.PackedDataset``; its images become one in-memory array)."""
+        return cls(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
 
 
 # --------------------------------------------------------------------------- pure torch
@@ -66,8 +72,14 @@ def gather(images: np.ndarray | torch.Tensor, idx: np.ndarray, device: torch.dev
     return batch.to(device, non_blocking=True)
 
 
+def norm_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's per-channel mean and std, shaped for ``to_input``."""
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
+
+
 def to_input(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> normalised float NCHW in channels_last memory (no copy of the layout)."""
+    """The one normalisation: uint8 NHWC -> normalised float NCHW in channels_last memory (no
+    copy of the layout); for training, prediction and the occlusion stage alike."""
     x = batch.permute(0, 3, 1, 2).float().div_(255.0)
     return x.sub_(mean).div_(std)
 
@@ -165,7 +177,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, ba
     ``on_batch(done, total, loss_sum, seen)`` follows every step (live progress).
     """
     precision = resolve_precision(cfg.precision, device)
-    mean, std = _stats(arrays, device)
+    mean, std = norm_stats(arrays.mean, arrays.std, device)
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     for i, idx in enumerate(batches):
@@ -218,7 +230,7 @@ class LiveProgress:
 def predict(model: nn.Module, arrays: Arrays, indices: np.ndarray, device: torch.device,
             batch: int = 256, precision: str = "fp32") -> torch.Tensor:
     """Softmax probabilities for ``indices`` (eval mode), on the CPU; ``precision`` resolved."""
-    mean, std = _stats(arrays, device)
+    mean, std = norm_stats(arrays.mean, arrays.std, device)
     model.eval()
     out = []
     for i in range(0, len(indices), batch):
@@ -228,16 +240,11 @@ def predict(model: nn.Module, arrays: Arrays, indices: np.ndarray, device: torch
     return torch.cat(out) if out else torch.zeros(0, arrays.num_classes)
 
 
-def _stats(arrays: Arrays, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(arrays.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(arrays.std, device=device).view(1, 3, 1, 1)
-    return mean, std
-
-
-def build(exp: Experiment, arrays: Arrays, device: torch.device) -> nn.Module:
+def initial_model(exp: Experiment, arrays: Arrays, device: torch.device) -> nn.Module:
+    """A trial's starting point: ``models.build_model`` seeded by the recipe (the same weights on
+    every rank and restart), on ``device`` in channels_last memory (faster convolutions)."""
     torch.manual_seed(exp.train.seed)
-    model = build_model(exp.model, arrays.num_classes, arrays.images.shape[1],
-                        exp.train.batch_norm, exp.train.dropout)
+    model = build_model(exp, arrays.num_classes, arrays.images.shape[1])
     return model.to(device, memory_format=torch.channels_last)
 
 
@@ -260,7 +267,7 @@ def train_loop(config: dict) -> None:
     arrays: Arrays = ray.get(config["data"][0])  # zero-copy view of the node's object store
     device = rtt.get_device()
     arrays = place(arrays, device)
-    model = build(exp, arrays, device)
+    model = initial_model(exp, arrays, device)
     opt = make_optimizer(model, exp.train)
     precision = resolve_precision(exp.train.precision, device)  # weights and optimizer state stay fp32
     state = _resume(model, opt)
@@ -395,4 +402,4 @@ def _final_test(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, st
     metrics = {"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
                "best_val_acc": state["best_val_acc"], "test_acc": correct / max(len(idx), 1),
                "test_images": len(idx), "precision": precision, **where}
-    _report(metrics, state, model, opt, rank, extra={"test_index.npy": idx, "test_probs.npy": allp.astype(np.float32)})
+    _report(metrics, state, model, opt, rank, extra=dict(zip(TEST_FILES, (idx, allp.astype(np.float32)))))

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import cnn_cluster
 
-from cnn_cluster.config import load_config
 from cnn_cluster.errors import CnncError
-from cnn_cluster.results import RunDir, open_run
-from cnn_cluster.submit import ensure_not_a_run, interruptible, new_run_dir, submit
+from cnn_cluster.run_folder import interruptible, prepare
+from cnn_cluster.submit import submit
 
 
 def _leave_working_dir() -> None:
@@ -51,15 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         _leave_working_dir()
     address = os.environ.get("RAY_ADDRESS", "auto")
     try:
-        if args.resume:
-            run = open_run(args.resume)
-            cfg = load_config(run.config, args.overrides)
-        elif args.config:
-            cfg = load_config(args.config, args.overrides)
-            run = RunDir(args.run_dir) if args.run_dir else new_run_dir(cfg)
-            ensure_not_a_run(run.root)
-        else:
-            raise CnncError("give a CONFIG file or --resume RUN_DIR")
+        cfg, run = prepare(args.config, args.overrides, args.resume, args.run_dir)
         with interruptible(run):  # `cnnc stop` / `ray job stop` send SIGTERM
             outcome = submit(cfg, run=run, resume=bool(args.resume), address=address)
     except CnncError as exc:

@@ -46,21 +46,3 @@ def ray_local():
     info = ensure_ray(num_cpus=2, dashboard=False, object_store_mb=512)
     yield info
     ray.shutdown()
-
-
-def tiny_config(tmp_path: Path, **sections) -> dict:
-    """A sweep small enough to train in seconds: 4 classes x 24 images, 1 epoch."""
-    cfg = {
-        "name": "tiny",
-        "data": {"synthetic": {"classes": 4, "images_per_class": 24}},
-        "train": {"epochs": 1, "batch_size": 16},
-        "experiments": [
-            {"name": "a", "conv_filters": [4], "fc_layers": [8]},
-            {"name": "b", "conv_filters": [4, 8], "fc_layers": [], "max_pool": False, "stride": 2},
-        ],
-        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
-        "output": {"root": str(tmp_path / "runs")},
-    }
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    return cfg

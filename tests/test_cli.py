@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cnn_cluster.cli import app
 from cnn_cluster.results import RunDir, get_state
-from conftest import tiny_config
+from tiny import tiny_config
 
 runner = CliRunner()
 
@@ -91,6 +91,21 @@ def test_occlude_command(ray_local, tmp_path):
     assert "occlusion 2/2" in result.output and "Object or context" in result.output
     assert (tmp_path / "runs" / "latest" / "report" / "occlusion.png").is_file()
     assert (tmp_path / "runs" / "latest" / "report" / "occlusion-params.md").read_text().count("|") > 10
+
+
+@pytest.mark.slow
+def test_keep_checkpoints_false_keeps_no_weights(ray_local, tmp_path):
+    """output.keep_checkpoints: false: the run ends with its tables, its maps and no weights."""
+    cfg = tiny_config(tmp_path, experiments=[{"name": "a", "conv_filters": [4], "fc_layers": []}],
+                      occlusion={"count": 1, "stride": 8}, output={"keep_checkpoints": False})
+    result = runner.invoke(app, ["submit", _write(tmp_path, cfg), "--no-dashboard"])
+    assert result.exit_code == 0, result.output
+    run = RunDir((tmp_path / "runs" / "latest").resolve())
+    assert run.trials.is_file() and run.predictions.is_file() and run.occlusion.is_file()  # the weights were used
+    assert not list(run.root.rglob("*.pt")), "weights kept although keep_checkpoints is false"
+    assert (run.report / "index.html").is_file()
+    bad = runner.invoke(app, ["occlude", str(run.root)])  # later maps need weights: said in one line
+    assert bad.exit_code == 2 and "no such checkpoint" in bad.output and "Traceback" not in bad.output
 
 
 def test_jobs_entry_point_refuses_a_bad_config_in_one_line(tmp_path):

@@ -15,7 +15,7 @@ import yaml
 
 from cnn_cluster.results import RunDir, get_state, read_table
 
-from conftest import tiny_config
+from tiny import tiny_config
 from raycluster import RayCluster
 
 pytestmark = pytest.mark.slow

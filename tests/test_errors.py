@@ -8,7 +8,9 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ from typer.testing import CliRunner
 
 from cnn_cluster.cli import app
 
-from conftest import tiny_config
+from tiny import tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOGUE = (REPO / "docs" / "errors.md").read_text()
@@ -53,57 +55,102 @@ class _Evil:
 MARKER = Path("/tmp/cnnc-evil-checkpoint-ran")
 
 
+@dataclass(frozen=True)
+class Ctx:
+    """Where one case runs: its folder, its tiny sweep file, the finished run (or None)."""
+
+    tmp: Path
+    cfg: Path
+    run: Optional[Path]
+
+    @property
+    def submit(self) -> list[str]:
+        return ["submit", str(self.cfg), "--no-dashboard", "--no-report"]
+
+    def names(self) -> dict[str, str]:
+        return {"tmp": str(self.tmp), "cfg": str(self.cfg), "run": str(self.run), "copy": str(self.tmp / "copy")}
+
+
+# The names docs/errors.md shows where a message holds a path.
+DOC_NAMES = {"tmp": "DIR", "cfg": "sweep.yaml", "run": "RUN", "copy": "RUN"}
+
+
+def _yaml_syntax(c: Ctx) -> list[str]:
+    c.cfg.write_text("name: x\ntrain:\n  epochs: [1, 2\n")
+    return c.submit
+
+
+def _other_architecture(c: Ctx) -> list[str]:
+    copy = _copy_run(c.run, c.tmp)
+    other = torch.load(copy / "checkpoints" / "a.pt", weights_only=True)
+    other["experiment"]["model"]["conv_filters"] = [8]  # the weights stay those of conv [4]
+    torch.save(other, copy / "checkpoints" / "a.pt")
+    return ["occlude", str(copy), "--no-report"]
+
+
+def _evil_checkpoint(c: Ctx) -> list[str]:
+    copy = _copy_run(c.run, c.tmp)
+    (copy / "checkpoints" / "a.pt").write_bytes(pickle.dumps(_Evil()))
+    return ["occlude", str(copy), "--no-report"]
+
+
+# (catalogue id, the command line, the whole error line after "error: "), one row per mistake.
+CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
+    ("yaml-syntax", _yaml_syntax,
+     "{cfg}: YAML syntax error at line 4, column 1: expected ',' or ']', but got '<stream end>'"),
+    ("unknown-key", lambda c: [*c.submit, "--set", "train.epoch=3"],
+     "{cfg}: train.epoch: unknown key; did you mean 'epochs'? valid keys: augmentation, batch_norm, batch_size, "
+     "dropout, epochs, label_smoothing, lr, momentum, optimizer, precision, scheduler, seed, warmup_epochs, "
+     "weight_decay"),
+    ("wrong-type", lambda c: [*c.submit, "--set", "train.epochs=many"],
+     "{cfg}: train.epochs: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
+    ("bad-choice", lambda c: [*c.submit, "--set", "train.optimizer=adamw"],
+     "{cfg}: train.optimizer: must be one of adam or sgd (got 'adamw')"),
+    ("empty-experiments", lambda c: [*c.submit, "--set", "experiments=[]"],
+     "{cfg}: experiments: the list is empty; add at least one experiment (or a grid)"),
+    ("impossible-architecture", lambda c: [*c.submit, "--set", "experiments.0.conv_filters=[4,4,4,4,4,4,4,4]"],
+     "experiments.0 (a): conv layer 7: max pooling a 1x1 map gives a feature map below 1x1; drop max_pool, "
+     "use fewer conv layers or stride 1"),
+    ("batch-too-large", lambda c: [*c.submit, "--set", "train.batch_size=100000"],
+     "experiments.0 (a): train.batch_size 100000 is larger than the training split (80 images)"),
+    ("window-too-large", lambda c: [*c.submit, "--set", "occlusion={window: 100, stride: 2}"],
+     "occlusion.window/stride: occlusion window 100 is larger than the 84-pixel image"),
+    ("missing-data-root", lambda c: [*c.submit, "--set", "data.source=miniimagenet", "--set",
+                                     f"data.root={c.tmp / 'nope'}"],
+     "data.root: {tmp}/nope does not exist"),
+    ("unreadable-data-root", lambda c: [*c.submit, "--set", "data.source=miniimagenet", "--set",
+                                        f"data.root={_unreadable(c.tmp)}"],
+     "data.root: {tmp}/locked cannot be read (permission denied)"),
+    ("missing-config", lambda c: ["submit", str(c.tmp / "nope.yaml")],
+     "{tmp}/nope.yaml: no such config file"),
+    ("output-holds-run", lambda c: [*c.submit, "--set", f"output.root={c.run}"],
+     "output.root: {run} holds another run; runs go beside each other (use its parent folder), or continue it "
+     "with --resume {run}"),
+    ("resume-not-a-run", lambda c: ["submit", "--resume", str(c.tmp)],
+     "{tmp}: not a cnnc run folder (no config.yaml)"),
+    ("resources-unsatisfiable", lambda c: [*c.submit, "--set", "resources.cpus_per_worker=64"],
+     "resources.cpus_per_worker: 64 CPUs per worker requested, but the largest node has 2"),
+    ("checkpoint-architecture", _other_architecture,
+     "{copy}/checkpoints/a.pt: weights do not match the architecture of 'a' (Error(s) in loading state_dict for CNN:)"),
+    ("malicious-checkpoint", _evil_checkpoint,
+     "{copy}/checkpoints/a.pt: not a cnnc checkpoint or unsafe to load (UnpicklingError)"),
+    ("unknown-trial", lambda c: ["occlude", str(c.run), "--trial", "zzz", "--no-report"],
+     "--trial zzz: no finished trial of that name in {run}; finished: a"),
+    ("unknown-run", lambda c: ["report", str(c.tmp / "nope")],
+     "{tmp}/nope: no such run folder"),
+    ("unreachable-address", lambda c: [*c.submit, "--address", "127.0.0.1:9"],
+     "--address 127.0.0.1:9: no Ray cluster answers there (Connection refused)"),
+]
+TABLE = {case: (argv, message) for case, argv, message in CASES}
+
+
 def _case(case: str, tmp: Path, run: Path | None) -> tuple[list[str], str]:
-    """The command line of one catalogue row and the text its error must contain."""
+    """The command line of one catalogue row and the whole line it must print."""
     cfg = tmp / "sweep.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(tmp)))
-    submit = ["submit", str(cfg), "--no-dashboard", "--no-report"]
-    if case == "yaml-syntax":
-        cfg.write_text("name: x\ntrain:\n  epochs: [1, 2\n")
-        return submit, "line"
-    if case == "unknown-key":
-        return [*submit, "--set", "train.epoch=3"], "did you mean 'epochs'"
-    if case == "wrong-type":
-        return [*submit, "--set", "train.epochs=many"], "train.epochs"
-    if case == "bad-choice":
-        return [*submit, "--set", "train.optimizer=adamw"], "train.optimizer: must be one of adam or sgd"
-    if case == "empty-experiments":
-        return [*submit, "--set", "experiments=[]"], "experiments"
-    if case == "impossible-architecture":
-        return [*submit, "--set", "experiments.0.conv_filters=[4,4,4,4,4,4,4,4]"], "conv layer"
-    if case == "batch-too-large":
-        return [*submit, "--set", "train.batch_size=100000"], "larger than the training split"
-    if case == "window-too-large":
-        return [*submit, "--set", "occlusion={window: 100, stride: 2}"], "occlusion.window"
-    if case == "missing-data-root":
-        return [*submit, "--set", "data.source=miniimagenet", "--set", f"data.root={tmp / 'nope'}"], "nope"
-    if case == "unreadable-data-root":
-        return [*submit, "--set", "data.source=miniimagenet", "--set", f"data.root={_unreadable(tmp)}"], "locked"
-    if case == "missing-config":
-        return ["submit", str(tmp / "nope.yaml")], "nope.yaml"
-    if case == "output-holds-run":
-        return [*submit, "--set", f"output.root={run}"], "holds another run"
-    if case == "resume-not-a-run":
-        return ["submit", "--resume", str(tmp)], "not a cnnc run folder"
-    if case == "resources-unsatisfiable":
-        return [*submit, "--set", "resources.cpus_per_worker=64"], "resources.cpus_per_worker"
-    if case == "checkpoint-architecture":
-        copy = _copy_run(run, tmp)
-        other = torch.load(copy / "checkpoints" / "a.pt", weights_only=True)
-        other["experiment"]["model"]["conv_filters"] = [8]  # the weights stay those of conv [4]
-        torch.save(other, copy / "checkpoints" / "a.pt")
-        return ["occlude", str(copy), "--no-report"], "do not match the architecture"
-    if case == "malicious-checkpoint":
-        copy = _copy_run(run, tmp)
-        (copy / "checkpoints" / "a.pt").write_bytes(pickle.dumps(_Evil()))
-        return ["occlude", str(copy), "--no-report"], "unsafe to load"
-    if case == "unknown-trial":
-        return ["occlude", str(run), "--trial", "zzz", "--no-report"], "no finished trial of that name"
-    if case == "unknown-run":
-        return ["report", str(tmp / "nope")], "no such run folder"
-    if case == "unreachable-address":
-        return [*submit, "--address", "127.0.0.1:9"], "no Ray cluster answers there"
-    raise KeyError(case)
+    ctx = Ctx(tmp, cfg, run)
+    argv, message = TABLE[case]
+    return argv(ctx), "error: " + message.format(**ctx.names())
 
 
 def _copy_run(run: Path, tmp: Path) -> Path:
@@ -131,27 +178,44 @@ def test_catalogue(case, tmp_path, request):
     run = request.getfixturevalue("finished_run") if case in NEEDS_RUN else None
     if case == "resources-unsatisfiable":
         request.getfixturevalue("ray_local")  # the cluster that cannot satisfy it
-    argv, needle = _case(case, tmp_path, run)
+    argv, line = _case(case, tmp_path, run)
     before = _files(tmp_path) | (_files(run) if run else set())
     MARKER.unlink(missing_ok=True)
     result = runner.invoke(app, argv)
     assert result.exit_code == 2, result.output
-    assert result.output.startswith("error: ") and needle in result.output, result.output
-    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert result.output == line + "\n", result.output  # the whole line, nothing else, no traceback
     assert not MARKER.exists()  # no checkpoint code ran
     after = _files(tmp_path) | (_files(run) if run else set())
     assert after == before, f"written: {after - before}"
+
+
+def test_the_catalogue_shows_each_message_in_full():
+    """docs/errors.md's message column holds this table's lines, paths named as DOC_NAMES says."""
+    shown = _messages()
+    assert set(IN_THIS_FILE) == set(TABLE), "docs/errors.md and CASES list different rows"
+    for case, (_, message) in TABLE.items():
+        assert shown[case] == f"`{message.format(**DOC_NAMES)}`", f"{case}: docs/errors.md says {shown[case]}"
+
+
+def _messages() -> dict[str, str]:
+    """id -> the 'what cnnc says' cell of every catalogue row."""
+    out = {}
+    for line in CATALOGUE.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and re.fullmatch(r"[a-z-]+", cells[0]) and cells[0] != "id":
+            out[cells[0]] = cells[3]
+    return out
 
 
 def _run_without_dac(case: str, tmp: Path) -> None:
     """Root reads everything: run the CLI without the capabilities that let it."""
     if not shutil.which("setpriv"):
         pytest.skip("needs util-linux's setpriv to make a folder unreadable to root")
-    argv, needle = _case(case, tmp, None)
+    argv, line = _case(case, tmp, None)
     r = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all",
                         sys.executable, "-m", "cnn_cluster.cli", *argv], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stderr.startswith("error: ") and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr == line + "\n", r.stderr
     assert not (tmp / "runs").exists()
 
 

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import tiny_config
-from test_resume import _cleanup, _start, _wait_for
+from tiny import tiny_config
+from driver import cleanup, start, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +34,13 @@ def test_killed_worker_restarts_from_checkpoint(tmp_path):
                       experiments=[{"name": "a", "conv_filters": [8, 16], "fc_layers": [16]}])
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = _start(path)
+    proc = start(path)
     try:
-        _wait_for(proc, "a: epoch 1/4")
+        wait_for(proc, "a: epoch 1/4")
         os.kill(_train_worker(proc.pid), signal.SIGKILL)  # mid-trial, after the first checkpoint
         out, _ = proc.communicate(timeout=300)
     finally:
-        _cleanup(proc)
+        cleanup(proc)
     assert proc.returncode == 0, out
     run = (tmp_path / "runs" / "latest").resolve()
     trials = pq.read_table(run / "trials.parquet").to_pylist()
@@ -57,13 +57,13 @@ def test_trial_failing_too_often_is_marked_failed_and_others_finish(tmp_path):
     cfg["resources"]["max_concurrent_trials"] = 1
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = _start(path)
+    proc = start(path)
     try:
-        _wait_for(proc, "a: epoch 1/3")
+        wait_for(proc, "a: epoch 1/3")
         os.kill(_train_worker(proc.pid), signal.SIGKILL)  # no restarts allowed
         out, _ = proc.communicate(timeout=300)
     finally:
-        _cleanup(proc)
+        cleanup(proc)
     assert proc.returncode == 0, out  # one trial finished: the sweep reports
     rows = {t["trial"]: t for t in pq.read_table((tmp_path / "runs" / "latest") / "trials.parquet").to_pylist()}
     assert rows["a"]["status"] == "failed" and rows["a"]["error"]

@@ -15,7 +15,7 @@ from cnn_cluster.config import validate
 from cnn_cluster.submit import submit
 from cnn_cluster.train import Arrays, autocast, gather, place, to_input
 
-from conftest import tiny_config
+from tiny import tiny_config
 
 HAS_GPU = torch.cuda.is_available()
 

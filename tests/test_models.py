@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cnn_cluster.config import ModelConfig
+from cnn_cluster.config import Experiment, ModelConfig, TrainConfig
 from cnn_cluster.errors import ConfigError
 from cnn_cluster.models import build_model, shapes
 
@@ -32,7 +32,8 @@ def test_flops_by_hand():
 
 
 def test_batch_norm_and_dropout_layers():
-    model = build_model(STUDY["exp1"], 10, 84, batch_norm=True, dropout=0.5)
+    exp = Experiment(name="exp1", model=STUDY["exp1"], train=TrainConfig(batch_norm=True, dropout=0.5))
+    model = build_model(exp, 10, 84)
     kinds = [type(m).__name__ for m in model.modules()]
     assert kinds.count("BatchNorm2d") == 2 and "Dropout" in kinds
     assert shapes(STUDY["exp1"], 84, 10, True).params == sum(p.numel() for p in model.parameters())

@@ -15,11 +15,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cnn_cluster.results import RunDir, get_state, read_table
 
 from slurm_netns import PRIVATE_TMP, NetnsSlurm, unavailable
+from tiny import tiny_config, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "slurm" / "ray-cluster.sbatch"
@@ -51,18 +51,12 @@ def shared(cluster):
 
 
 def _config(folder: Path, epochs: int, images_per_class: int = 24) -> Path:
-    cfg = {
-        "name": "mn",
-        "data": {"image_size": 32, "synthetic": {"classes": 4, "images_per_class": images_per_class}},
-        "train": {"epochs": epochs, "batch_size": 16},
-        "experiments": [{"name": "a", "conv_filters": [4], "fc_layers": [8]},
-                        {"name": "b", "conv_filters": [8], "fc_layers": [], "max_pool": False, "stride": 2}],
-        "resources": {"workers_per_trial": 2, "cpus_per_worker": 1},  # one rank on each 1-CPU node
-        "output": {"root": str(folder / "runs")},
-    }
-    path = folder / "mn.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    cfg = tiny_config(folder, name="mn", train={"epochs": epochs},
+                      data={"image_size": 32, "synthetic": {"classes": 4, "images_per_class": images_per_class}},
+                      experiments=[{"name": "a", "conv_filters": [4], "fc_layers": [8]},
+                                   {"name": "b", "conv_filters": [8], "fc_layers": [], "max_pool": False, "stride": 2}],
+                      resources={"workers_per_trial": 2})  # one rank on each 1-CPU node
+    return write_config(folder / "mn.yaml", cfg)
 
 
 def _env(folder: Path) -> dict:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnn_cluster.config import DataConfig, ModelConfig, OcclusionConfig
+from cnn_cluster.config import DataConfig, Experiment, ModelConfig, OcclusionConfig, TrainConfig
 from cnn_cluster.data import load_dataset
 from cnn_cluster.models import build_model
 from cnn_cluster.occlusion import (box_scores, fill_values, grid_size, occlusion_map, select_images,
@@ -63,8 +63,8 @@ def test_hand_weighted_model_matches_paper(method, window, stride):
 def _models():
     torch.manual_seed(0)
     a = build_model(ModelConfig(conv_filters=(8, 16), fc_layers=(32,)), 5, 40)
-    b = build_model(ModelConfig(conv_filters=(8, 8, 16), fc_layers=(16,), max_pool=False, stride=2), 5, 40,
-                    batch_norm=True)
+    b = build_model(Experiment(name="b", model=ModelConfig(conv_filters=(8, 8, 16), fc_layers=(16,), max_pool=False,
+                                                           stride=2), train=TrainConfig(batch_norm=True)), 5, 40)
     for m in b.modules():  # non-trivial eval-mode statistics
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -213,12 +213,12 @@ def test_ray_stage_rows_ordered_and_worker_count_invariant(ray_local, tiny_data)
 
 def _train(data, epochs=4):
     from cnn_cluster.config import Experiment
-    from cnn_cluster.train import Arrays, build, epoch_batches, make_optimizer, train_epoch
+    from cnn_cluster.train import Arrays, initial_model, epoch_batches, make_optimizer, train_epoch
 
     exp = Experiment.model_validate({"name": "m", "model": {"conv_filters": [8, 16], "fc_layers": [32]},
                                      "train": {"epochs": epochs, "batch_size": 16, "lr": 0.002}})
     arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
-    model = build(exp, arrays, torch.device("cpu"))
+    model = initial_model(exp, arrays, torch.device("cpu"))
     opt = make_optimizer(model, exp.train)
     idx = data.indices("train")
     gen = torch.Generator().manual_seed(0)

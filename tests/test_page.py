@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 import apt_install as apt
 from cnn_cluster.cli import app
-from cnn_cluster.page import confused_pairs, observations
+from cnn_cluster.sections import confused_pairs, observations
 from cnn_cluster.report import build_report
 from cnn_cluster.results import RunDir
-from conftest import tiny_config
+from tiny import tiny_config
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 

@@ -8,7 +8,7 @@ import torch
 
 from cnn_cluster.config import Experiment, ModelConfig, TrainConfig
 from cnn_cluster.occlusion import occlusion_map
-from cnn_cluster.train import Arrays, build, epoch_batches, make_optimizer, native_bf16, resolve_precision, train_epoch
+from cnn_cluster.train import Arrays, initial_model, epoch_batches, make_optimizer, native_bf16, resolve_precision, train_epoch
 
 CPU = torch.device("cpu")
 
@@ -26,7 +26,7 @@ def _train(precision: str) -> tuple[torch.nn.Module, torch.optim.Optimizer, floa
                     np.zeros(64, np.uint8), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 4)
     cfg = TrainConfig(batch_size=16, precision=precision)
     exp = Experiment(name="x", model=ModelConfig(conv_filters=(8,), fc_layers=(16,)), train=cfg)
-    model = build(exp, arrays, CPU)
+    model = initial_model(exp, arrays, CPU)
     opt = make_optimizer(model, cfg)
     loss, _, seen = train_epoch(model, opt, arrays, epoch_batches(np.arange(64), 16, 0, 1, 0, 1), cfg, 0, 4, CPU,
                                 torch.Generator().manual_seed(0))

@@ -14,7 +14,7 @@ import yaml
 
 from cnn_cluster.progress import Progress, TrialPlan
 from cnn_cluster.results import RunDir
-from conftest import tiny_config
+from tiny import tiny_config
 
 CNNC = str(Path(sys.executable).with_name("cnnc"))
 BATCH_LINE = re.compile(r"a: epoch (\d)/2 batch (\d+)/(\d+)  loss [\d.]+  \d+ img/s  ETA trial \S+, sweep \S+")

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from cnn_cluster import ray_compat
-from conftest import REPO, tiny_config
+from conftest import REPO
+from tiny import tiny_config
 
 
 def test_every_private_ray_name_exists_with_the_expected_signature():

@@ -5,9 +5,7 @@ import re
 import signal
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,37 +15,10 @@ import yaml
 from cnn_cluster.config import load_config
 from cnn_cluster.results import RunDir, get_state
 from cnn_cluster.submit import submit
-from conftest import tiny_config
+from driver import CNNC, cleanup, start, wait_for
+from tiny import tiny_config
 
 pytestmark = pytest.mark.slow
-CNNC = str(Path(sys.executable).with_name("cnnc"))
-
-
-def _start(cfg_path: Path, *args: str, **env_vars: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_vars}
-    return subprocess.Popen([CNNC, "submit", str(cfg_path), "--no-dashboard", "--no-report", "--num-cpus", "2", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-
-
-def _wait_for(proc: subprocess.Popen, needle: str, timeout: float = 240) -> list[str]:
-    lines, end = [], time.time() + timeout
-    while time.time() < end:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"never saw {needle!r}:\n{''.join(lines)}")
-
-
-def _cleanup(proc: subprocess.Popen) -> None:
-    """Whatever the driver left behind in its own session (we started it), by process group."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _tables(run: Path) -> tuple[list, list]:
@@ -68,13 +39,13 @@ def sweep(tmp_path) -> Path:
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(sweep, tmp_path, ray_local):
-    proc = _start(sweep)
+    proc = start(sweep)
     try:
-        _wait_for(proc, "a: finished")
+        wait_for(proc, "a: finished")
         os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-sweep
         proc.wait(30)
     finally:
-        _cleanup(proc)
+        cleanup(proc)
     run = (tmp_path / "runs" / "latest").resolve()
     assert not (run / "trials.parquet").exists()  # nothing half-written that looks finished
     assert get_state(RunDir(run))["state"] == "interrupted"  # its driver is gone, whatever the file says
@@ -94,14 +65,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sweep, tmp_path, ray_l
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(sweep, tmp_path, sig):
     """Ctrl-C, and SIGTERM (a SLURM time limit; Ray's driver would abort on it unhandled)."""
     temp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    proc = _start(sweep, TMPDIR=str(temp))
+    proc = start(sweep, TMPDIR=str(temp))
     try:
-        _wait_for(proc, "a: epoch 1/2")
+        wait_for(proc, "a: epoch 1/2")
         assert len(list(temp.glob("cnnc-ray-*"))) == 1  # the private cluster's folder
         os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=120)
     finally:
-        _cleanup(proc)
+        cleanup(proc)
         left = list(temp.glob("cnnc-ray-*"))
         shutil.rmtree(temp, ignore_errors=True)
     assert not left  # removed with the cluster
@@ -117,13 +88,13 @@ def test_resume_keeps_finished_occlusion_maps(tmp_path):
                       occlusion={"count": 4, "misclassified": 2, "window": 8, "stride": 1, "workers": 1})
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = _start(path)
+    proc = start(path)
     try:
-        lines = _wait_for(proc, "occlusion 2/")
+        lines = wait_for(proc, "occlusion 2/")
         os.kill(proc.pid, signal.SIGKILL)  # the driver, mid-occlusion
         proc.wait(30)
     finally:
-        _cleanup(proc)
+        cleanup(proc)
     total = int(re.search(r"occlusion: (\d+) maps", "".join(lines)).group(1))
     run = (tmp_path / "runs" / "latest").resolve()
     assert not (run / "occlusion.parquet").exists()

@@ -18,10 +18,11 @@ from typer.testing import CliRunner
 from cnn_cluster.cli import app
 from cnn_cluster.config import load_config, validate
 from cnn_cluster.errors import ConfigError
+from cnn_cluster.results import RunDir
 from cnn_cluster.search import GroupedASHA, GroupedSearcher, draw
 from cnn_cluster.submit import submit
 
-from conftest import tiny_config
+from tiny import tiny_config
 
 CNNC = str(Path(sys.executable).with_name("cnnc"))
 runner = CliRunner()
@@ -67,7 +68,7 @@ def test_each_experiment_gets_its_samples_in_turn_and_the_searcher_resumes(tmp_p
 
 def test_asha_compares_a_trial_with_its_own_experiment_only(tmp_path):
     cfg = validate(search_config(tmp_path, num_samples=4))
-    asha = GroupedASHA(cfg.search, cfg.resolved_experiments(), tmp_path / "asha")
+    asha = GroupedASHA(cfg.search, cfg.resolved_experiments(), RunDir(tmp_path).asha_state)
 
     def trial(group: str, k: int) -> Trial:
         t = Trial("f", config={"group": group, "experiment": {"name": f"{group}-{k:02d}"}}, stub=True)
@@ -83,7 +84,7 @@ def test_asha_compares_a_trial_with_its_own_experiment_only(tmp_path):
     last = trial("b", 2)  # in its last epoch, nothing is left to save: never stopped
     assert asha.on_trial_result(None, last, {"epoch": 3, "val_acc": 0.0}) == TrialScheduler.CONTINUE
     # The rungs survive a restart of the sweep's driver (Tune does not save schedulers).
-    again = GroupedASHA(cfg.search, cfg.resolved_experiments(), tmp_path / "asha")
+    again = GroupedASHA(cfg.search, cfg.resolved_experiments(), RunDir(tmp_path).asha_state)
     late = Trial("f", config={"group": "b", "experiment": {"name": "b-03"}}, stub=True)
     again.on_trial_add(None, late)
     assert again.on_trial_result(None, late, {"epoch": 1, "val_acc": 0.05}) == TrialScheduler.STOP

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cnn_cluster.results import RunDir, get_state, read_table
 
 from raycluster import processes_using
 from slurm_local import LocalSlurm, unavailable
+from tiny import tiny_config, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "slurm" / "ray-cluster.sbatch"
@@ -32,17 +32,9 @@ def slurm(tmp_path_factory):
 
 
 def _config(tmp_path: Path, epochs: int) -> Path:
-    cfg = {
-        "name": "slurm",
-        "data": {"synthetic": {"classes": 4, "images_per_class": 24}},
-        "train": {"epochs": epochs, "batch_size": 16},
-        "experiments": [{"name": "a", "conv_filters": [4], "fc_layers": [8]}],
-        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
-        "output": {"root": str(tmp_path / "runs")},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    cfg = tiny_config(tmp_path, name="slurm", train={"epochs": epochs},
+                      experiments=[{"name": "a", "conv_filters": [4], "fc_layers": [8]}])
+    return write_config(tmp_path / "tiny.yaml", cfg)
 
 
 def _env() -> dict:

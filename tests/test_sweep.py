@@ -15,7 +15,7 @@ from cnn_cluster.report import build_report
 from cnn_cluster.results import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, get_state
 from cnn_cluster.submit import submit
 from cnn_cluster.train import resolve_precision
-from conftest import tiny_config
+from tiny import tiny_config
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,20 @@ from ..errors import CnncError
 from .packed import SPLITS, PackedDataset, is_packed, open_packed, write_packed
 from .synthetic import load_synthetic
 
-__all__ = ["SPLITS", "PackedDataset", "load_dataset", "open_packed", "write_packed"]
+__all__ = ["SPLITS", "PackedDataset", "expected_classes", "load_dataset", "open_packed", "write_packed"]
+
+MINI_IMAGENET_CLASSES = 100  # the published dataset's
+
+
+def expected_classes(cfg: DataConfig) -> int:
+    """The classes a config's data will have, without preparing it (``cnnc validate``): the
+    synthetic set's setting, a packed folder's own count, else mini-ImageNet's."""
+    if cfg.source == "synthetic":
+        return cfg.synthetic.classes
+    root = Path(cfg.root).expanduser() if cfg.root is not None else None
+    if root is not None and is_packed(root):
+        return open_packed(root).num_classes
+    return MINI_IMAGENET_CLASSES
 
 
 def load_dataset(cfg: DataConfig) -> PackedDataset:

@@ -1,0 +1,58 @@
+"""The occlusion stage of a run (Part B): the best (or a named) trial's maps into occlusion.parquet.
+
+Runs after a sweep (``cnnc submit``) or on its own (``cnnc occlude``); the Ray fan-out is
+occlusion_jobs.py, the math occlusion.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Optional, TextIO
+
+from .config import OcclusionConfig, load_config
+from .data import PackedDataset, open_packed
+from .errors import CnncError
+from .results import OCCLUSION_SCHEMA, RunDir, get_state, read_table, set_state, trial_predictions, write_table
+
+
+def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data: Optional[PackedDataset] = None,
+            out: TextIO | None = None, predictions: Optional[list[dict]] = None) -> list[dict]:
+    """Map the chosen test images of ``trial`` (default: the best) and write occlusion.parquet.
+
+    ``predictions``: the trial's test predictions where the caller holds them already.
+    """
+    from .cluster import ensure_ray
+    from .models import load_trained
+    from .occlusion_jobs import check_window, run_occlusion
+
+    state = get_state(run)
+    data = data or _run_dataset(run, state)
+    check_window(occ, data.image_size)
+    known = [t["trial"] for t in read_table(run.trials) if t["status"] == "finished"]
+    trial = trial or state.get("best")
+    if trial not in known:
+        raise CnncError(f"--trial {trial}: no finished trial of that name in {run.root}; "
+                        f"finished: {', '.join(known) or 'none'}")
+    ensure_ray()
+    model, _ = load_trained(run.checkpoint(trial), data.num_classes, data.image_size)
+    t0 = time.time()
+    preds = predictions if predictions is not None else trial_predictions(run, trial, data.labels)
+    rows = run_occlusion(model, data, preds, occ, trial, out=out, parts=run.occlusion_parts)
+    write_table(run.occlusion, rows, OCCLUSION_SCHEMA)
+    shutil.rmtree(run.occlusion_parts, ignore_errors=True)
+    # The sweep's tables exist (the trial was found in them), so with the maps the run is complete,
+    # also when this finishes an occlusion stage whose driver was killed.
+    set_state(run, "finished", occlusion_seconds=time.time() - t0, occlusion=occ.model_dump())
+    return rows
+
+
+def _run_dataset(run: RunDir, state: dict) -> PackedDataset:
+    """The run's packed data, with its object boxes (the verdict needs them again)."""
+    data = open_packed(state.get("data_root") or state["dataset"]["root"])
+    boxes = load_config(run.config).data.boxes
+    if boxes is not None:
+        from .data.boxes import apply_boxes
+
+        data = apply_boxes(data, boxes)
+    return data

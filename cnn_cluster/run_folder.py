@@ -1,0 +1,88 @@
+"""A run folder's life before and around a sweep: its name, the checks that refuse one, the
+``latest`` link, the signals that interrupt it, and the preparation the CLI and jobs/sweep.py share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .config import SweepConfig, load_config
+from .errors import CnncError
+from .results import ACTIVE, RunDir, get_state, open_run, set_state
+
+
+def prepare(config: Optional[Path | str], overrides: list[str], resume: Optional[Path | str] = None,
+            run_dir: Optional[Path | str] = None) -> tuple[SweepConfig, RunDir]:
+    """The config and the run folder of a submission: a resumed run's own, or a new one.
+
+    Checked before anything starts (a bad config, a folder that holds another run); nothing is written.
+    """
+    if resume is not None:
+        run = open_run(resume)
+        return load_config(run.config, overrides), run
+    if config is None:
+        raise CnncError("give a CONFIG file (e.g. configs/demo.yaml) or --resume RUN_DIR")
+    cfg = load_config(config, overrides)
+    run = RunDir(Path(run_dir)) if run_dir is not None else new_run_dir(cfg)
+    ensure_not_a_run(run.root)
+    return cfg, run
+
+
+def new_run_dir(cfg: SweepConfig) -> RunDir:
+    """``<output root>/<name>-<timestamp>``, with a counter where that exists already."""
+    root = Path(cfg.output.root).expanduser()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = root / f"{cfg.name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{cfg.name}-{stamp}-{n}"
+    return RunDir(path)
+
+
+def ensure_not_a_run(path: Path) -> None:
+    """Refuse to write into a folder that already holds another run, or to nest runs inside one."""
+    path = Path(path)
+    if RunDir(path).config.exists():
+        raise CnncError(f"{path}: already holds a run; use --resume {path} or another output name")
+    for parent in path.parents:
+        if RunDir(parent).config.is_file() and RunDir(parent).state.is_file():
+            raise CnncError(f"output.root: {parent} holds another run; runs go beside each other "
+                            f"(use its parent folder), or continue it with --resume {parent}")
+
+
+def link_latest(run: RunDir) -> None:
+    """``<output root>/latest`` points at the newest run (what ``make demo`` reports on)."""
+    link = run.latest
+    tmp = link.with_name(f".latest.{run.root.name}")
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run.root.name)
+        tmp.replace(link)
+    except OSError:  # a filesystem without symlinks: the printed path is enough
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def interruptible(run: RunDir) -> Iterator[None]:
+    """SIGINT and SIGTERM (Ctrl-C, scancel, a SLURM time limit, ``cnnc stop``) interrupt the sweep.
+
+    The state is recorded first: under scancel SLURM signals Ray's processes at the same time,
+    and the orderly stop that follows can hang until this process is killed. SIGINT is taken
+    even where a shell started us with it ignored (background jobs).
+    """
+    def interrupt(signum, frame) -> None:
+        if get_state(run).get("state") in ACTIVE:
+            set_state(run, "interrupted")
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
