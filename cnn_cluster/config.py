@@ -115,7 +115,9 @@ class ResourcesConfig(_Strict):
 
 class OutputConfig(_Strict):
     root: Path = Path("runs")  # run folders are <root>/<name>-<timestamp>
-    keep_checkpoints: bool = True  # the best checkpoint of each trial
+    # false: each trial's weights are removed once the run (occlusion stage included) is done;
+    # the tables, predictions and maps stay, but `cnnc occlude` needs weights later.
+    keep_checkpoints: bool = True
 
     @model_validator(mode="before")
     @classmethod

@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 import numpy as np
 import ray
@@ -62,11 +62,12 @@ def plan_work(preds: list[dict], cfg: OcclusionConfig) -> list[tuple[int, int, i
 
 def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict], cfg: OcclusionConfig,
                   trial: str, out: TextIO | None = None, workers: Optional[int] = None,
-                  parts: Optional[Path] = None) -> list[dict]:
+                  parts: Optional[Callable[..., Path]] = None) -> list[dict]:
     """Map every chosen image on Ray workers; one row per (image, target class).
 
-    With ``parts``, each finished map is kept there as it arrives, and maps found there
-    from an interrupted run of the same settings are not computed again.
+    With ``parts`` (``RunDir.occlusion_part``: where one map is kept), each finished map is kept
+    as it arrives, and maps found there from an interrupted run of the same settings are not
+    computed again.
     """
     check_window(cfg, data.image_size)
     work = plan_work(preds, cfg)
@@ -106,23 +107,23 @@ def _start_pool(model: torch.nn.Module, data: PackedDataset, n: int, needed: boo
     return [actor.remote(model_ref, data.mean, data.std, 1) for _ in range(n)]
 
 
-def _part_name(trial: str, w: tuple, cfg: OcclusionConfig) -> str:
+def _part(parts: Callable[..., Path], trial: str, w: tuple, cfg: OcclusionConfig) -> Path:
     """A map is the same map only for the same trial, image, target and settings."""
-    return f"{trial}-{w[0]}-{w[2]}-{cfg.window}-{cfg.stride}-{cfg.fill}.npz"
+    return parts(trial, w[0], w[2], cfg.window, cfg.stride, cfg.fill)
 
 
-def _save_part(parts: Path, trial: str, w: tuple, cfg: OcclusionConfig, result: tuple) -> None:
+def _save_part(parts: Callable[..., Path], trial: str, w: tuple, cfg: OcclusionConfig, result: tuple) -> None:
     from .results import atomic_path
 
-    with atomic_path(parts / _part_name(trial, w, cfg)) as tmp:
+    with atomic_path(_part(parts, trial, w, cfg)) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, map=result[0], clean=result[1], where=np.array(result[2]))
 
 
-def _load_parts(parts: Path, trial: str, work: list, cfg: OcclusionConfig) -> dict:
+def _load_parts(parts: Callable[..., Path], trial: str, work: list, cfg: OcclusionConfig) -> dict:
     found = {}
     for i, w in enumerate(work):
-        path = parts / _part_name(trial, w, cfg)
+        path = _part(parts, trial, w, cfg)
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
                 found[i] = (z["map"], float(z["clean"]), tuple(str(s) for s in z["where"]))

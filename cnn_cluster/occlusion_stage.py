@@ -38,7 +38,7 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
     model, _ = load_trained(run.checkpoint(trial), data.num_classes, data.image_size)
     t0 = time.time()
     preds = predictions if predictions is not None else trial_predictions(run, trial, data.labels)
-    rows = run_occlusion(model, data, preds, occ, trial, out=out, parts=run.occlusion_parts)
+    rows = run_occlusion(model, data, preds, occ, trial, out=out, parts=run.occlusion_part)
     write_table(run.occlusion, rows, OCCLUSION_SCHEMA)
     shutil.rmtree(run.occlusion_parts, ignore_errors=True)
     # The sweep's tables exist (the trial was found in them), so with the maps the run is complete,

@@ -15,7 +15,7 @@ trials.parquet (trials)            submit.submit (sweep.collect's rows)       re
 epochs.parquet (epochs)            submit.submit                              read_run
 predictions.parquet (predictions)  submit.submit (from test_arrays)           read_run
 occlusion.parquet (occlusion)      occlusion_stage.occlude                    read_run
-occlusion.parts/ (occlusion_parts) occlusion_jobs (a map per file, as done)   occlusion_jobs on resume
+occlusion.parts/ (occlusion_part)  occlusion_jobs (a map per file, as done)   occlusion_jobs on resume
 report/ (report)                   report.build_report                        the user
 tune/ (tune)                       Ray Tune (experiment state, searcher)      Tune on resume
 tune-scheduler/ (asha_state)       search.GroupedASHA                         search.GroupedASHA on resume
@@ -200,6 +200,10 @@ class RunDir:
     def occlusion_parts(self) -> Path:
         """Finished occlusion maps, one file each, kept until occlusion.parquet is written."""
         return self.root / "occlusion.parts"
+
+    def occlusion_part(self, trial: str, index: int, target: int, window: int, stride: int, fill: str) -> Path:
+        """One finished map: the same only for the same trial, image, target class and settings."""
+        return self.occlusion_parts / f"{trial}-{index}-{target}-{window}-{stride}-{fill}.npz"
 
     @property
     def latest(self) -> Path:
