@@ -80,18 +80,23 @@ def _yaml_syntax(c: Ctx) -> list[str]:
     return c.submit
 
 
-def _other_architecture(c: Ctx) -> list[str]:
-    copy = _copy_run(c.run, c.tmp)
-    other = torch.load(copy / "checkpoints" / "a.pt", weights_only=True)
+def _occlude_tampered(tamper: Callable[[Path], None]) -> Callable[[Ctx], list[str]]:
+    """`cnnc occlude` on a copy of the finished run whose checkpoint ``tamper`` rewrote."""
+    def argv(c: Ctx) -> list[str]:
+        copy = _copy_run(c.run, c.tmp)
+        tamper(copy / "checkpoints" / "a.pt")
+        return ["occlude", str(copy), "--no-report"]
+    return argv
+
+
+def _other_architecture(ckpt: Path) -> None:
+    other = torch.load(ckpt, weights_only=True)
     other["experiment"]["model"]["conv_filters"] = [8]  # the weights stay those of conv [4]
-    torch.save(other, copy / "checkpoints" / "a.pt")
-    return ["occlude", str(copy), "--no-report"]
+    torch.save(other, ckpt)
 
 
-def _evil_checkpoint(c: Ctx) -> list[str]:
-    copy = _copy_run(c.run, c.tmp)
-    (copy / "checkpoints" / "a.pt").write_bytes(pickle.dumps(_Evil()))
-    return ["occlude", str(copy), "--no-report"]
+def _evil(ckpt: Path) -> None:
+    ckpt.write_bytes(pickle.dumps(_Evil()))
 
 
 # (catalogue id, the command line, the whole error line after "error: "), one row per mistake.
@@ -130,9 +135,9 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
      "{tmp}: not a cnnc run folder (no config.yaml)"),
     ("resources-unsatisfiable", lambda c: [*c.submit, "--set", "resources.cpus_per_worker=64"],
      "resources.cpus_per_worker: 64 CPUs per worker requested, but the largest node has 2"),
-    ("checkpoint-architecture", _other_architecture,
+    ("checkpoint-architecture", _occlude_tampered(_other_architecture),
      "{copy}/checkpoints/a.pt: weights do not match the architecture of 'a' (Error(s) in loading state_dict for CNN:)"),
-    ("malicious-checkpoint", _evil_checkpoint,
+    ("malicious-checkpoint", _occlude_tampered(_evil),
      "{copy}/checkpoints/a.pt: not a cnnc checkpoint or unsafe to load (UnpicklingError)"),
     ("unknown-trial", lambda c: ["occlude", str(c.run), "--trial", "zzz", "--no-report"],
      "--trial zzz: no finished trial of that name in {run}; finished: a"),
