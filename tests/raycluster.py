@@ -53,7 +53,9 @@ def processes_using(temp: Path) -> list[int]:
         try:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue  # a zombie holds nothing: it only waits for its parent
-            if marker in " ".join(proc.cmdline()) or any(f.path.startswith(marker + "/") for f in proc.open_files()):
+            args = " ".join(proc.cmdline()) + " "  # the dir itself, not one it is a prefix of
+            if marker + "/" in args or marker + " " in args or any(f.path.startswith(marker + "/")
+                                                                    for f in proc.open_files()):
                 found.append(proc.pid)
         except psutil.Error:  # gone meanwhile, or another user's
             continue

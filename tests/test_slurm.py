@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -76,17 +77,35 @@ def test_scancel_leaves_no_ray_process(slurm, tmp_path):
     assert _job_processes(job), f"no Ray process of job {job} while it trains:\n{out.read_text()}"
     token = tmp_path / ".cnnc-jobs" / job / "auth_token"
     assert token.stat().st_mode & 0o077 == 0  # the per-job token: readable by the user only
-    subprocess.run(["scancel", job], check=True)
-    end = time.time() + 60
-    while time.time() < end and (_job_processes(job) or _in_queue(job)):
-        time.sleep(1)
-    assert not _in_queue(job)
-    assert not _job_processes(job), out.read_text()
+    neighbour = _neighbour(Path(f"/tmp/cnnc-ray-{job}7k"))  # a dir the job's own is a prefix of
+    try:
+        subprocess.run(["scancel", job], check=True)
+        end = time.time() + 60
+        while time.time() < end and (_job_processes(job) or _in_queue(job)):
+            time.sleep(1)
+        assert not _in_queue(job)
+        assert not _job_processes(job), out.read_text()
+        assert neighbour.poll() is None, "the job's clean-up killed a process of another Ray's temp dir"
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+        shutil.rmtree(Path(f"/tmp/cnnc-ray-{job}7k"), ignore_errors=True)
     assert "stopping the processes this job started" in out.read_text()
     run = next((tmp_path / "runs").glob("slurm-*"))
     # Recorded by the driver's handler, or (when Ray's node going down took the driver first)
     # read from its process being gone: either way not 'running' forever.
     assert get_state(RunDir(run))["state"] == "interrupted", out.read_text()
+
+
+def _neighbour(temp: Path) -> subprocess.Popen:
+    """A process of another Ray on the node (the suite's embedded one is /tmp/cnnc-ray-<random>):
+    it names its temp dir on its command line and holds a file open inside it, as Ray's do."""
+    code = ("import sys, time; from pathlib import Path; p = Path(sys.argv[1]); p.mkdir(exist_ok=True); "
+            "f = open(p / 'raylet.out', 'w'); print('ready', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(temp), f"--temp-dir={temp}"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
 
 
 def _in_queue(job: str) -> bool:
