@@ -1,12 +1,12 @@
 """Training recipes on real photographs: each mini-ImageNet recipe of configs/ on the shared sample.
 
 Trains the study's experiment 1 (conv [32, 64], FC [128], max-pool, stride 1) on
-``../shared/data/mini-imagenet-sample`` (100 classes x 100 real JPEGs; stratified 80/10/10 split,
+``../shared/data/mini-imagenet-sample`` (100 classes x 100 real JPEGs; stratified 80/10/10 split by default,
 seed 0) with the ``train`` section of each mini-ImageNet config in configs/, all at the same
 epochs, side by side in one run, with the project's own training functions (no Ray: the recipe,
 not the cluster, is measured). Test accuracy is taken at the best validation epoch, as a sweep does.
 
-    python bench/recipe.py [--epochs 10] [--threads 2] [--set train.FIELD=VALUE ...]
+    python bench/recipe.py [--epochs 10] [--threads 2] [--split 0.8,0.1,0.1] [--set train.FIELD=VALUE ...]
 
 ``--set`` changes the improved recipe (to measure a candidate before writing it into its config).
 Prints ``name: value`` lines: ``<recipe>_test_acc``, ``<recipe>_images_per_s``,
@@ -40,7 +40,7 @@ RECIPES = {"plain": "sweep.yaml", "improved": "sweep-improved.yaml"}  # the conf
 
 def recipe(config: str, epochs: int, overrides: list[str]) -> Experiment:
     """Experiment 1 of a config, at the given epochs, on the sample."""
-    cfg = load_config(ROOT / "configs" / config, [f"data.root={SAMPLE}", *overrides])
+    cfg = load_config(ROOT / "configs" / config, overrides)
     exp = next(e for e in cfg.resolved_experiments() if e.name == "exp1")
     return exp.model_copy(update={"train": exp.train.model_copy(update={"epochs": epochs})})
 
@@ -82,14 +82,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="train.FIELD=VALUE (improved)")
     ap.add_argument("--only", choices=sorted(RECIPES), help="one recipe only (probing candidates)")
+    ap.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions per class")
     args = ap.parse_args()
     if not SAMPLE.is_dir():
         sys.exit(f"bench/recipe.py: the real sample is not at {SAMPLE}")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    exps = {name: recipe(path, args.epochs, args.overrides if name == "improved" else [])
+    data_sets = [f"data.root={SAMPLE}", f"data.split=[{args.split}]"]
+    exps = {name: recipe(path, args.epochs, [*data_sets, *(args.overrides if name == "improved" else [])])
             for name, path in RECIPES.items() if args.only in (None, name)}
-    data = load_dataset(load_config(ROOT / "configs" / RECIPES["plain"], [f"data.root={SAMPLE}"]).data)
+    data = load_dataset(load_config(ROOT / "configs" / RECIPES["plain"], data_sets).data)
     arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
     splits = {s: data.indices(s) for s in ("train", "val", "test")}
     print(f"data: {len(splits['train'])} train / {len(splits['val'])} val / {len(splits['test'])} test, "
