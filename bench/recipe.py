@@ -1,10 +1,11 @@
 """Training recipes on real photographs: each mini-ImageNet recipe of configs/ on the shared sample.
 
 Trains the study's experiment 1 (conv [32, 64], FC [128], max-pool, stride 1) on
-``../shared/data/mini-imagenet-sample`` (100 classes x 100 real JPEGs; stratified 80/10/10 split by default,
-seed 0) with the ``train`` section of each mini-ImageNet config in configs/, all at the same
-epochs, side by side in one run, with the project's own training functions (no Ray: the recipe,
-not the cluster, is measured). Test accuracy is taken at the best validation epoch, as a sweep does.
+``../shared/data/mini-imagenet-sample`` (100 classes x 100 real JPEGs; stratified split, 80/10/10
+unless ``--split`` says otherwise, seed 0) with the ``train`` section of each mini-ImageNet config
+in configs/, all at the same epochs, side by side in one run, with the project's own training
+functions (no Ray: the recipe, not the cluster, is measured). Test accuracy is taken at the best
+validation epoch, as a sweep does.
 
     python bench/recipe.py [--epochs 10] [--threads 2] [--split 0.8,0.1,0.1] [--set train.FIELD=VALUE ...]
 
