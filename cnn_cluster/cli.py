@@ -85,7 +85,7 @@ def submit(
         _shutdown_ray()
         typer.echo(f"\ninterrupted; continue with: cnnc submit --resume {run.root}")
         raise typer.Exit(130) from None
-    typer.echo(f"results: {outcome.run.root}  ({outcome.finished} finished, {outcome.failed} failed)")
+    typer.echo(f"results: {outcome.run.root}  ({outcome.counts()})")
     if report and outcome.best:
         _print_report(outcome.run.root)
     if outcome.failed and not outcome.best:

@@ -30,6 +30,12 @@ class Outcome:
     best: Optional[str]
     finished: int
     failed: int
+    stopped: int = 0  # stopped early by ASHA in a search: neither finished nor failed
+
+    def counts(self) -> str:
+        """``4 finished, 8 stopped by ASHA, 0 failed``; stopped only where ASHA stopped some."""
+        stopped = f", {self.stopped} stopped by ASHA" if self.stopped else ""
+        return f"{self.finished} finished{stopped}, {self.failed} failed"
 
 
 def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False, num_cpus: Optional[int] = None,
@@ -81,7 +87,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     preds = trial_predictions(run, best, data.labels) if best else []
     if best:
         write_table(run.predictions, preds, PREDICTIONS_SCHEMA)
-    failed = sum(t["status"] == "failed" for t in trials)
+    status = [t["status"] for t in trials]
     prior = get_state(run).get("sweep_seconds", 0.0) if resume else 0.0
     set_state(run, "occlusion" if best and cfg.occlusion else "finished" if best else "failed", best=best,
               precision={t["trial"]: t["precision"] for t in trials},
@@ -95,7 +101,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         set_state(run, "finished")
     if not cfg.output.keep_checkpoints:  # after the occlusion stage, the last reader of the weights
         drop_weights(run)
-    return Outcome(run, best, len(trials) - failed, failed)
+    return Outcome(run, best, status.count("finished"), status.count("failed"), status.count("stopped"))
 
 
 def _printer(out: TextIO | None):

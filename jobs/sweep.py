@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted; continue with: python jobs/sweep.py --resume {run.root}", flush=True)
         return 130
-    print(f"results: {outcome.run.root}  ({outcome.finished} finished, {outcome.failed} failed)", flush=True)
+    print(f"results: {outcome.run.root}  ({outcome.counts()})", flush=True)
     return 0 if outcome.best else 1
 
 

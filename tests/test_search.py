@@ -20,7 +20,7 @@ from cnn_cluster.config import load_config, validate
 from cnn_cluster.errors import ConfigError
 from cnn_cluster.results import RunDir
 from cnn_cluster.search import GroupedASHA, GroupedSearcher, draw
-from cnn_cluster.submit import submit
+from cnn_cluster.submit import Outcome, submit
 
 from tiny import tiny_config
 
@@ -162,18 +162,27 @@ def _same(trials: list[dict]) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def searched(ray_local, tmp_path_factory) -> Path:
+def search_outcome(ray_local, tmp_path_factory) -> Outcome:
     tmp = tmp_path_factory.mktemp("search")
     path = tmp / "search.yaml"
     path.write_text(yaml.safe_dump(search_config(tmp)))
-    outcome = submit(load_config(path), out=open(os.devnull, "w"))
-    assert outcome.failed == 0
-    return outcome.run.root
+    return submit(load_config(path), out=open(os.devnull, "w"))
+
+
+@pytest.fixture(scope="module")
+def searched(search_outcome) -> Path:
+    assert search_outcome.failed == 0
+    return search_outcome.run.root
 
 
 @pytest.mark.slow
-def test_a_search_tests_only_each_experiments_best_and_stops_the_weak(searched):
+def test_a_search_tests_only_each_experiments_best_and_stops_the_weak(search_outcome, searched):
     trials = _trials(searched)
+    status = [t["status"] for t in trials]
+    assert (search_outcome.finished, search_outcome.stopped, search_outcome.failed) == \
+        (status.count("finished"), status.count("stopped"), 0)  # a stopped trial is not counted finished
+    assert search_outcome.counts() == f"{status.count('finished')} finished, {status.count('stopped')} stopped " \
+        "by ASHA, 0 failed"
     assert [t["trial"] for t in trials] == ["a-00", "a-01", "a-02", "b-00", "b-01", "b-02"]
     epochs = pq.read_table(searched / "epochs.parquet").to_pylist()
     for group in "ab":
