@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -162,3 +163,5 @@ class RayCluster:
                 except ProcessLookupError:
                     pass
             time.sleep(0.2)  # a killed process lingers until its parent reaps it
+        if not self.pids():  # sessions, sockets and logs: a few MB per suite run left in /tmp otherwise
+            shutil.rmtree(self.temp, ignore_errors=True)
