@@ -33,7 +33,8 @@ os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-benc
 
 from cnn_cluster.config import Experiment, load_config  # noqa: E402
 from cnn_cluster.data import load_dataset  # noqa: E402
-from cnn_cluster.train import Arrays, initial_model, epoch_batches, make_optimizer, predict, train_epoch  # noqa: E402
+from cnn_cluster.train import (Arrays, epoch_batches, initial_model, make_ema, make_optimizer, predict,  # noqa: E402
+                               train_epoch)
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mini-imagenet-sample"
 RECIPES = {"plain": "sweep.yaml", "improved": "sweep-improved.yaml"}  # the configs on mini-ImageNet
@@ -51,25 +52,31 @@ def train(exp: Experiment, arrays: Arrays, splits: dict[str, np.ndarray]) -> dic
     cpu = torch.device("cpu")
     model = initial_model(exp, arrays, cpu)
     opt = make_optimizer(model, exp.train)
+    ema = make_ema(model, exp.train)
+    scored = ema.module if ema is not None else model  # what validation and test see
     gen = torch.Generator().manual_seed(exp.train.seed)
     cfg = exp.train
     steps = len(epoch_batches(splits["train"], cfg.batch_size, 0, 0, 0, 1))
-    best, vals, seen, seconds = (-1.0, None), [], 0, 0.0
+    best, vals, trains, seen, seconds = (-1.0, None), [], [], 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
         batches = epoch_batches(splits["train"], cfg.batch_size, cfg.seed, epoch, 0, 1)
+        torch.manual_seed(cfg.seed * 100_003 + epoch * 1009)  # as the sweep's worker does
         t0 = time.perf_counter()
-        _, _, n = train_epoch(model, opt, arrays, batches, cfg, (epoch - 1) * steps, cfg.epochs * steps, cpu, gen)
+        _, correct, n = train_epoch(model, opt, arrays, batches, cfg, (epoch - 1) * steps, cfg.epochs * steps,
+                                    cpu, gen, ema=ema)
         seconds += time.perf_counter() - t0
         seen += n
-        val = accuracy(model, arrays, splits["val"])
+        val = accuracy(scored, arrays, splits["val"])
         vals.append(val)
-        print(f"  {exp.name} epoch {epoch}: val {100 * val:.1f}%", file=sys.stderr, flush=True)
+        trains.append(correct / max(n, 1))
+        print(f"  {exp.name} epoch {epoch}: train {100 * trains[-1]:.1f}% val {100 * val:.1f}% "
+              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         if val > best[0]:
-            best = (val, {k: v.clone() for k, v in model.state_dict().items()})
-    model.load_state_dict(best[1])
+            best = (val, {k: v.clone() for k, v in scored.state_dict().items()})
+    scored.load_state_dict(best[1])
     chance = 1 / arrays.num_classes
-    return {"test_acc": accuracy(model, arrays, splits["test"]), "best_val": best[0], "images_per_s": seen / seconds,
-            "collapsed": any(v < 2 * chance for v in vals[cfg.warmup_epochs + 1:]), "vals": vals}
+    return {"test_acc": accuracy(scored, arrays, splits["test"]), "best_val": best[0], "images_per_s": seen / seconds,
+            "collapsed": any(v < 2 * chance for v in vals[cfg.warmup_epochs + 1:]), "vals": vals, "trains": trains}
 
 
 def accuracy(model: torch.nn.Module, arrays: Arrays, idx: np.ndarray) -> float:
@@ -84,12 +91,15 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="train.FIELD=VALUE (improved)")
     ap.add_argument("--only", choices=sorted(RECIPES), help="one recipe only (probing candidates)")
     ap.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions per class")
+    ap.add_argument("--data", type=Path, default=SAMPLE,
+                    help="a mini-ImageNet folder (default: the shared sample; ../shared/data/mini-imagenet-train "
+                         "for the full split)")
     args = ap.parse_args()
-    if not SAMPLE.is_dir():
-        sys.exit(f"bench/recipe.py: the real sample is not at {SAMPLE}")
+    if not args.data.is_dir():
+        sys.exit(f"bench/recipe.py: no mini-ImageNet folder at {args.data}")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    data_sets = [f"data.root={SAMPLE}", f"data.split=[{args.split}]"]
+    data_sets = [f"data.root={args.data}", f"data.split=[{args.split}]"]
     exps = {name: recipe(path, args.epochs, [*data_sets, *(args.overrides if name == "improved" else [])])
             for name, path in RECIPES.items() if args.only in (None, name)}
     data = load_dataset(load_config(ROOT / "configs" / RECIPES["plain"], data_sets).data)
@@ -104,6 +114,7 @@ def main() -> None:
         print(f"{name}_test_acc: {100 * r['test_acc']:.2f}")
         print(f"{name}_best_val_acc: {100 * r['best_val']:.2f}")
         print(f"{name}_val_by_epoch: {' '.join(f'{100 * v:.1f}' for v in r['vals'])}")
+        print(f"{name}_train_acc_by_epoch: {' '.join(f'{100 * v:.1f}' for v in r['trains'])}")
         print(f"{name}_images_per_s: {r['images_per_s']:.1f}")
         print(f"{name}_collapsed: {r['collapsed']}")
     if len(results) == 2:

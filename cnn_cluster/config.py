@@ -63,7 +63,13 @@ class TrainConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     scheduler: Literal["none", "cosine"] = "none"
     warmup_epochs: int = Field(0, ge=0)  # linear warm-up; keeps batch-norm configs from collapsing
-    augmentation: Literal["none", "flip", "flip_crop"] = "none"  # flip: mirror only; flip_crop: + pad-4 crop
+    # flip: mirror only; flip_crop: + pad-4 crop; resized_crop: mirror + random-resized crop (crop_scale)
+    augmentation: Literal["none", "flip", "flip_crop", "resized_crop"] = "none"
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # resized_crop: area share kept; 84 px images lose detail below ~1/3
+    color_jitter: float = Field(0.0, ge=0, lt=1)  # brightness, contrast, saturation factors in [1 - s, 1 + s]
+    mixup: float = Field(0.0, ge=0)  # Beta(a, a) of mixup; 0: off
+    cutmix: float = Field(0.0, ge=0)  # Beta(a, a) of CutMix; 0: off (both on: one of the two per batch)
+    ema: float = Field(0.0, ge=0, lt=1)  # decay per step of a weight average that validation and test use; 0: off
     batch_norm: bool = False
     dropout: float = Field(0.0, ge=0, lt=1)  # before each hidden FC layer
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # of the training loss; validation and test stay plain
@@ -71,6 +77,13 @@ class TrainConfig(_Strict):
     # GPUs with bf16), fp32 elsewhere; weights, optimizer state and the loss stay fp32 either way.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 0
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("crop_scale must be [low, high] with 0 < low <= high <= 1 (e.g. [0.35, 1.0])")
+        return v
 
 
 class ModelConfig(_Strict):

@@ -45,8 +45,15 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import SweepConfig, load_config
+from .config import SweepConfig, TrainConfig, load_config
 from .errors import CnncError
+
+def _train_columns() -> list[tuple[str, pa.DataType]]:
+    """One column per ``TrainConfig`` field, typed from its annotation (a new field gets its column
+    without an edit here)."""
+    kinds = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), tuple[float, float]: pa.list_(pa.float64())}
+    return [(name, kinds.get(f.annotation, pa.string())) for name, f in TrainConfig.model_fields.items()]
+
 
 TRIALS_SCHEMA = pa.schema([
     ("trial", pa.string()),  # experiment name; in a search <experiment>-<sample>
@@ -59,18 +66,9 @@ TRIALS_SCHEMA = pa.schema([
     ("max_pool", pa.bool_()),
     ("stride", pa.int32()),
     ("kernel_size", pa.int32()),
-    ("epochs", pa.int32()),
-    ("batch_size", pa.int32()),
-    ("optimizer", pa.string()),
-    ("lr", pa.float64()),
-    ("weight_decay", pa.float64()),
-    ("scheduler", pa.string()),
-    ("augmentation", pa.string()),
-    ("batch_norm", pa.bool_()),
-    ("dropout", pa.float64()),
-    ("label_smoothing", pa.float64()),
-    ("precision", pa.string()),  # what the trial computed in (train.precision resolved): fp32 | bf16
-    ("seed", pa.int64()),
+    # every train field, generated from TrainConfig so none is left out; precision holds what the
+    # trial computed in (train.precision resolved): fp32 | bf16
+    *_train_columns(),
     ("params", pa.int64()),
     ("flops", pa.int64()),
     ("best_epoch", pa.int32()),

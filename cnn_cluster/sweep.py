@@ -353,7 +353,7 @@ def _trial_row(exp: Experiment, result: Any, epochs: list[dict], data: PackedDat
         "error": None if status != "failed" else _one_line(error) if error else final.get("error") or "did not finish",
         **exp.model.model_dump(),
         "conv_layers": exp.model.conv_layers,
-        **{k: v for k, v in exp.train.model_dump().items() if k not in ("momentum", "warmup_epochs")},
+        **exp.train.model_dump(),
         "precision": final.get("precision") or exp.train.precision,
         "params": s.params,
         "flops": s.flops,

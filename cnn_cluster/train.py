@@ -25,7 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import augment
 from .cluster import node_id
 from .config import Experiment, TrainConfig
 from .models import build_model
@@ -124,22 +126,6 @@ def autocast(device: torch.device, precision: str = "fp32") -> contextlib.Abstra
     return contextlib.nullcontext()
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random horizontal flip and pad-``pad`` random crop, per image (the CIFAR recipe), in one gather:
-    each output pixel reads its source pixel of the zero-padded (mean after normalisation) batch.
-    ``pad=0``: the flip alone."""
-    b, c, h, w = x.shape
-    flip = torch.rand(b, generator=generator) < 0.5
-    x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(3), x)
-    padded = F.pad(x, (pad, pad, pad, pad)).flatten(2)  # (b, c, (h + 2 pad) * (w + 2 pad))
-    offs = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).to(x.device)
-    rows = offs[:, :1, None] + torch.arange(h, device=x.device)[None, :, None]  # (b, h, 1)
-    cols = offs[:, 1:, None] + torch.arange(w, device=x.device)[None, None, :]  # (b, 1, w)
-    index = (rows * (w + 2 * pad) + cols).view(b, 1, h * w).expand(b, c, h * w)
-    out = padded.gather(2, index).view(b, c, h, w)
-    return out.contiguous(memory_format=torch.channels_last)
-
-
 def lr_factor(step: int, total: int, warmup: int, cosine: bool) -> float:
     """Multiplier of the base rate: linear warm-up, then constant or cosine to zero."""
     if step < warmup:
@@ -168,16 +154,27 @@ def epoch_batches(indices: np.ndarray, batch: int, seed: int, epoch: int, rank: 
     return [np.sort(mine[i * batch:(i + 1) * batch]) for i in range(max(n, 1 if len(mine) else 0))]
 
 
+def make_ema(model: nn.Module, cfg: TrainConfig) -> Optional[AveragedModel]:
+    """The exponential moving average of the weights (and batch-norm buffers) that validation and test
+    use, when ``cfg.ema`` > 0: torch's own ``AveragedModel`` with its EMA rule."""
+    if cfg.ema <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+
+
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, batches: list[np.ndarray],
                 cfg: TrainConfig, step0: int, total_steps: int, device: torch.device,
                 generator: torch.Generator,
-                on_batch: Optional[Callable[[int, int, float, int], None]] = None) -> tuple[float, float, int]:
+                on_batch: Optional[Callable[[int, int, float, int], None]] = None,
+                ema: Optional[AveragedModel] = None) -> tuple[float, float, int]:
     """One pass over ``batches``; returns summed loss, correct count and images seen.
 
-    ``on_batch(done, total, loss_sum, seen)`` follows every step (live progress).
+    ``on_batch(done, total, loss_sum, seen)`` follows every step (live progress); ``ema`` (of the
+    unwrapped model) is updated after every step.
     """
     precision = resolve_precision(cfg.precision, device)
     mean, std = norm_stats(arrays.mean, arrays.std, device)
+    mixer = augment.batch_mixer(cfg, arrays.num_classes)
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     for i, idx in enumerate(batches):
@@ -185,21 +182,30 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, ba
             group["lr"] = cfg.lr * lr_factor(step0 + i, total_steps, cfg.warmup_epochs * len(batches),
                                              cfg.scheduler == "cosine")
         x = to_input(gather(arrays.images, idx, device), mean, std)
-        if cfg.augmentation != "none":
-            x = augment(x, generator, pad=4 if cfg.augmentation == "flip_crop" else 0)
+        if cfg.color_jitter > 0:
+            x = augment.color_jitter(x, generator, cfg.color_jitter, mean, std)
+        x = augment.geometric(x, generator, cfg)
         y = torch.from_numpy(arrays.labels[idx]).to(device, non_blocking=True)
+        x, target = mixer(x, y) if mixer is not None else (x, y)  # soft targets where mixed
         with autocast(device, precision):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update_parameters(_unwrapped(model))
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(idx)
         if on_batch is not None:
             on_batch(i + 1, len(batches), loss_sum, seen)
     return loss_sum, correct, seen
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model a DistributedDataParallel wrapper holds, or the model itself."""
+    return getattr(model, "module", model)
 
 
 class LiveProgress:
@@ -269,8 +275,10 @@ def train_loop(config: dict) -> None:
     arrays = place(arrays, device)
     model = initial_model(exp, arrays, device)
     opt = make_optimizer(model, exp.train)
+    ema = make_ema(model, exp.train)
+    scored = ema.module if ema is not None else model  # the weights validation and test see
     precision = resolve_precision(exp.train.precision, device)  # weights and optimizer state stay fp32
-    state = _resume(model, opt)
+    state = _resume(model, opt, ema)
     ddp = rtt.prepare_model(model, move_to_device=False) if world > 1 else model
     train_idx, val_idx = np.flatnonzero(arrays.split == 0), np.flatnonzero(arrays.split == 1)
     per_rank_batch = max(1, exp.train.batch_size // world)
@@ -279,23 +287,24 @@ def train_loop(config: dict) -> None:
     live = LiveProgress(config.get("live_file") if rank == 0 else None, exp.train.epochs, world)
     for epoch in range(state["epoch"] + 1, exp.train.epochs + 1):
         gen.manual_seed(exp.train.seed * 100_003 + epoch * 1009 + rank)
+        torch.manual_seed(exp.train.seed * 100_003 + epoch * 1009 + rank)  # dropout, mixup: a resumed epoch repeats
         t0 = time.perf_counter()
         live.start(epoch)
         batches = epoch_batches(train_idx, per_rank_batch, exp.train.seed, epoch, rank, world)
         loss, correct, seen = train_epoch(ddp, opt, arrays, batches, exp.train, (epoch - 1) * steps,
-                                          exp.train.epochs * steps, device, gen, on_batch=live)
+                                          exp.train.epochs * steps, device, gen, on_batch=live, ema=ema)
         train_s = time.perf_counter() - t0
         tr = _all_sum([loss, correct, seen], device)
-        va = _evaluate(model, arrays, val_idx[rank::world], device, precision)
+        va = _evaluate(scored, arrays, val_idx[rank::world], device, precision)
         metrics = {"epoch": epoch, "train_loss": tr[0] / tr[2], "train_acc": tr[1] / tr[2],
                    "val_loss": va[0] / max(va[2], 1), "val_acc": va[1] / max(va[2], 1),
                    "seconds": time.perf_counter() - t0, "images_per_s": tr[2] / train_s, "final": 0}
         if metrics["val_acc"] > state["best_val_acc"] or state["best_epoch"] == 0:
             state.update(best_val_acc=metrics["val_acc"], best_epoch=epoch,
-                         best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+                         best_model={k: v.detach().cpu().clone() for k, v in scored.state_dict().items()})
         state["epoch"] = epoch
         state["history"] = state["history"] + [metrics]  # in the checkpoint: each epoch exactly once
-        _report(metrics, state, model, opt, rank)
+        _report(metrics, state, model, opt, rank, ema=ema)
     where = _rank_nodes(world)
     if config.get("test", True):
         _final_test(model, opt, arrays, state, device, rank, world, precision, where)
@@ -348,7 +357,7 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def _resume(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+def _resume(model: nn.Module, opt: torch.optim.Optimizer, ema: Optional[AveragedModel] = None) -> dict:
     """Restore from Ray Train's latest checkpoint, if the trial is restarting."""
     import ray.train
 
@@ -360,12 +369,14 @@ def _resume(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
         saved = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
+    if ema is not None and saved.get("ema") is not None:
+        ema.load_state_dict(saved["ema"])
     state.update({k: saved[k] for k in ("epoch", "best_val_acc", "best_epoch", "best_model", "history")})
     return state
 
 
 def _report(metrics: dict, state: dict, model: nn.Module, opt: torch.optim.Optimizer, rank: int,
-            extra: Optional[dict] = None) -> None:
+            extra: Optional[dict] = None, ema: Optional[AveragedModel] = None) -> None:
     """Every rank reports (a barrier); rank 0 alone attaches the checkpoint."""
     import ray.train
 
@@ -375,7 +386,8 @@ def _report(metrics: dict, state: dict, model: nn.Module, opt: torch.optim.Optim
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as d:
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), **state}, Path(d) / CHECKPOINT_FILE)
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None, **state}, Path(d) / CHECKPOINT_FILE)
         for name, arr in (extra or {}).items():
             np.save(Path(d) / name, arr)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))

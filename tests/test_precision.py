@@ -59,10 +59,10 @@ def test_augment_matches_a_per_image_crop_of_the_same_draws():
     the offsets the same generator draws: the same distribution, without a Python loop per image."""
     import torch.nn.functional as F
 
-    from cnn_cluster.train import augment
+    from cnn_cluster.augment import flip_crop
 
     x = torch.randn(16, 3, 12, 10).contiguous(memory_format=torch.channels_last)
-    out = augment(x, torch.Generator().manual_seed(3))
+    out = flip_crop(x, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
     flip = torch.rand(16, generator=g) < 0.5
     offs = torch.randint(0, 9, (16, 2), generator=g).tolist()
