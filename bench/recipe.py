@@ -66,7 +66,7 @@ def train(exp: Experiment, arrays: Arrays, splits: dict[str, np.ndarray]) -> dic
                                     cpu, gen, ema=ema)
         seconds += time.perf_counter() - t0
         seen += n
-        val = accuracy(scored, arrays, splits["val"])
+        val = accuracy(scored, arrays, splits["val"], cfg.test_time_flip)
         vals.append(val)
         trains.append(correct / max(n, 1))
         print(f"  {exp.name} epoch {epoch}: train {100 * trains[-1]:.1f}% val {100 * val:.1f}% "
@@ -75,12 +75,14 @@ def train(exp: Experiment, arrays: Arrays, splits: dict[str, np.ndarray]) -> dic
             best = (val, {k: v.clone() for k, v in scored.state_dict().items()})
     scored.load_state_dict(best[1])
     chance = 1 / arrays.num_classes
-    return {"test_acc": accuracy(scored, arrays, splits["test"]), "best_val": best[0], "images_per_s": seen / seconds,
+    return {"test_acc": accuracy(scored, arrays, splits["test"], cfg.test_time_flip),
+            # the other evaluation of the same weights: what test-time flipping adds (or costs)
+            "test_acc_other_flip": accuracy(scored, arrays, splits["test"], not cfg.test_time_flip), "best_val": best[0], "images_per_s": seen / seconds,
             "collapsed": any(v < 2 * chance for v in vals[cfg.warmup_epochs + 1:]), "vals": vals, "trains": trains}
 
 
-def accuracy(model: torch.nn.Module, arrays: Arrays, idx: np.ndarray) -> float:
-    probs = predict(model, arrays, idx, torch.device("cpu"))
+def accuracy(model: torch.nn.Module, arrays: Arrays, idx: np.ndarray, flip: bool = False) -> float:
+    probs = predict(model, arrays, idx, torch.device("cpu"), flip=flip)
     return float((probs.argmax(1).numpy() == arrays.labels[idx]).mean())
 
 
@@ -112,6 +114,8 @@ def main() -> None:
         results[name] = r = train(exp, arrays, splits)
         print(f"{name}_recipe: {exp.train.model_dump(exclude={'epochs', 'seed', 'momentum'})}")
         print(f"{name}_test_acc: {100 * r['test_acc']:.2f}")
+        print(f"{name}_test_acc_{'without' if exp.train.test_time_flip else 'with'}_test_time_flip: "
+              f"{100 * r['test_acc_other_flip']:.2f}")
         print(f"{name}_best_val_acc: {100 * r['best_val']:.2f}")
         print(f"{name}_val_by_epoch: {' '.join(f'{100 * v:.1f}' for v in r['vals'])}")
         print(f"{name}_train_acc_by_epoch: {' '.join(f'{100 * v:.1f}' for v in r['trains'])}")

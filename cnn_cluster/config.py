@@ -70,6 +70,7 @@ class TrainConfig(_Strict):
     mixup: float = Field(0.0, ge=0)  # Beta(a, a) of mixup; 0: off
     cutmix: float = Field(0.0, ge=0)  # Beta(a, a) of CutMix; 0: off (both on: one of the two per batch)
     ema: float = Field(0.0, ge=0, lt=1)  # decay per step of a weight average that validation and test use; 0: off
+    test_time_flip: bool = False  # validation and test average the image's and its mirror's probabilities
     batch_norm: bool = False
     dropout: float = Field(0.0, ge=0, lt=1)  # before each hidden FC layer
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # of the training loss; validation and test stay plain

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from . import search_report
+from . import search_report, study
 from .config import SweepConfig
 from .page import Block, Image, Section, Table
 from .results import RunData
@@ -73,7 +73,7 @@ def run_sections(rd: RunData, names: Optional[list[str]], files: dict[str, Path]
                  search: list[search_report.GroupSummary]) -> list[Section]:
     """The page of one run: its data read once (``rd``), the figures drawn for it (``files``)."""
     trials, epochs, preds, occ, best = rd.trials, rd.epochs, rd.predictions, rd.occlusion, rd.best
-    out = [_what_was_run(rd), _experiments(trials, best)]
+    out = [_what_was_run(rd), _experiments(trials, best, _is_mini_imagenet(rd))]
     if search:
         out.append(_search(search, files.get("search")))
     if "cost" in files:
@@ -126,18 +126,42 @@ def _config_summary(cfg: Optional[SweepConfig]) -> str:
             "(config.yaml in the run folder reruns any row)")
 
 
-def _experiments(trials: list[dict], best: Optional[str]) -> Section:
-    cols = COLUMNS + ["Val Accuracy", "Params", "MFLOPs", "Images/s"]
+def _is_mini_imagenet(rd: RunData) -> bool:
+    """The run's images are mini-ImageNet's (prepared from a published layout, or packed with its 100
+    classes), so the study's own figures are the ones to compare with."""
+    if rd.config is None:
+        return False
+    classes = (rd.state.get("dataset") or {}).get("classes")
+    return rd.config.data.source == "miniimagenet" or (rd.config.data.source == "packed" and classes == 100)
+
+
+def _experiments(trials: list[dict], best: Optional[str], mini_imagenet: bool = False) -> Section:
+    cols = COLUMNS + (["Study (difference, points)"] if mini_imagenet else []) + [
+        "Val Accuracy", "Params", "MFLOPs", "Images/s"]
+    reference = study.reference_acc(trials)
     rows, mark = [], None
     for i, t in enumerate(trials):
         mark = i if t["trial"] == best else mark
         acc = (lambda k: f"{100 * t[k]:.2f} %" if t.get(k) is not None else t["status"])
+        versus = [_versus_study(t, reference)] if mini_imagenet else []
         rows.append([t["trial"], str(list(t["conv_filters"])), str(t["conv_layers"]), str(list(t["fc_layers"])),
-                     "yes" if t["max_pool"] else "no", str(t["stride"]), str(t["epochs"]), acc("test_acc"),
+                     "yes" if t["max_pool"] else "no", str(t["stride"]), str(t["epochs"]), acc("test_acc"), *versus,
                      acc("val_acc"), f"{t['params'] / 1e6:.2f}M", f"{t['flops'] / 1e6:.0f}",
                      f"{t['images_per_s']:.0f}" if t.get("images_per_s") else "-"])
     note = "The highlighted row has the best validation accuracy; its test predictions feed the sections below."
+    if mini_imagenet:
+        note += (" The study column gives the reference study's test accuracy for the same architecture and this "
+                 "run's difference from it (its exp 3 has no figure: only that it scored below exp 2).")
     return Section("Experiments", [Table(cols, rows, mark, id="experiments"), note])
+
+
+def _versus_study(trial: dict, reference: Optional[float]) -> str:
+    row = study.study_row(trial["conv_filters"], trial["fc_layers"], trial["max_pool"], trial["stride"])
+    if row is None:
+        return "-"
+    if trial.get("test_acc") is None:
+        return row.claim
+    return study.comparison(row, trial["test_acc"], reference)
 
 
 def _search(summaries: list[search_report.GroupSummary], image: Optional[Path]) -> Section:

@@ -321,7 +321,8 @@ def evaluate_on_test(run: RunDir, data: PackedDataset, trial: str) -> float:
     model, exp = load_trained(run.checkpoint(trial), data.num_classes, data.image_size)
     idx = np.flatnonzero(data.split == 2)
     cpu = torch.device("cpu")
-    probs = predict(model, Arrays.of(data), idx, cpu, precision=resolve_precision(exp.train.precision, cpu)).numpy()
+    probs = predict(model, Arrays.of(data), idx, cpu, precision=resolve_precision(exp.train.precision, cpu),
+                    flip=exp.train.test_time_flip).numpy()
     write_test_arrays(run, trial, idx, probs)
     return float((probs.argmax(1) == data.labels[idx]).mean()) if len(idx) else 0.0
 

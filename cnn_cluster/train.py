@@ -234,15 +234,19 @@ class LiveProgress:
 
 @torch.no_grad()
 def predict(model: nn.Module, arrays: Arrays, indices: np.ndarray, device: torch.device,
-            batch: int = 256, precision: str = "fp32") -> torch.Tensor:
-    """Softmax probabilities for ``indices`` (eval mode), on the CPU; ``precision`` resolved."""
+            batch: int = 256, precision: str = "fp32", flip: bool = False) -> torch.Tensor:
+    """Softmax probabilities for ``indices`` (eval mode), on the CPU; ``precision`` resolved;
+    ``flip``: the mean of the image's and its mirror's probabilities (test-time augmentation)."""
     mean, std = norm_stats(arrays.mean, arrays.std, device)
     model.eval()
     out = []
     for i in range(0, len(indices), batch):
+        x = to_input(gather(arrays.images, indices[i:i + batch], device), mean, std)
         with autocast(device, precision):
-            logits = model(to_input(gather(arrays.images, indices[i:i + batch], device), mean, std))
-        out.append(F.softmax(logits.float(), 1).cpu())
+            probs = F.softmax(model(x).float(), 1)
+            if flip:
+                probs = (probs + F.softmax(model(x.flip(3)).float(), 1)) / 2
+        out.append(probs.cpu())
     return torch.cat(out) if out else torch.zeros(0, arrays.num_classes)
 
 
@@ -295,7 +299,7 @@ def train_loop(config: dict) -> None:
                                           exp.train.epochs * steps, device, gen, on_batch=live, ema=ema)
         train_s = time.perf_counter() - t0
         tr = _all_sum([loss, correct, seen], device)
-        va = _evaluate(scored, arrays, val_idx[rank::world], device, precision)
+        va = _evaluate(scored, arrays, val_idx[rank::world], device, precision, exp.train.test_time_flip)
         metrics = {"epoch": epoch, "train_loss": tr[0] / tr[2], "train_acc": tr[1] / tr[2],
                    "val_loss": va[0] / max(va[2], 1), "val_acc": va[1] / max(va[2], 1),
                    "seconds": time.perf_counter() - t0, "images_per_s": tr[2] / train_s, "final": 0}
@@ -307,7 +311,7 @@ def train_loop(config: dict) -> None:
         _report(metrics, state, model, opt, rank, ema=ema)
     where = _rank_nodes(world)
     if config.get("test", True):
-        _final_test(model, opt, arrays, state, device, rank, world, precision, where)
+        _final_test(model, opt, arrays, state, device, rank, world, precision, where, exp.train.test_time_flip)
     else:  # a search trial: the test split stays untouched until the search has picked its best
         _report({"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
                  "best_val_acc": state["best_val_acc"], "val_acc": state["best_val_acc"], "precision": precision,
@@ -342,8 +346,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _evaluate(model: nn.Module, arrays: Arrays, idx: np.ndarray, device: torch.device,
-              precision: str) -> list[float]:
-    probs = predict(model, arrays, idx, device, precision=precision)
+              precision: str, flip: bool = False) -> list[float]:
+    probs = predict(model, arrays, idx, device, precision=precision, flip=flip)
     y = torch.from_numpy(arrays.labels[idx])
     loss = float(F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")) if len(idx) else 0.0
     correct = int((probs.argmax(1) == y).sum()) if len(idx) else 0
@@ -394,13 +398,13 @@ def _report(metrics: dict, state: dict, model: nn.Module, opt: torch.optim.Optim
 
 
 def _final_test(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, state: dict, device: torch.device,
-                rank: int, world: int, precision: str, where: dict) -> None:
+                rank: int, world: int, precision: str, where: dict, flip: bool = False) -> None:
     """Evaluate the best-validation weights on the test split; rank 0 keeps all predictions."""
 
     model.load_state_dict(state["best_model"])
     test_idx = np.flatnonzero(arrays.split == 2)
     mine = test_idx[rank::world]
-    probs = predict(model, arrays, mine, device, precision=precision)
+    probs = predict(model, arrays, mine, device, precision=precision, flip=flip)
     parts = [None] * world
     if world > 1:
         torch.distributed.all_gather_object(parts, (mine, probs.numpy()))

@@ -176,3 +176,17 @@ def test_every_option_at_once_trains_with_finite_loss():
 def test_bad_recipe_values_name_their_field(field, value, says):
     with pytest.raises(ConfigError, match=says.replace(".", r"\.")):
         validate({"train": {field: value}, "experiments": [{"conv_filters": [4]}]})
+
+
+def test_test_time_flip_scores_an_image_and_its_mirror_alike():
+    """With flipping on, a prediction cannot tell an image from its mirror; without, it can."""
+    from cnn_cluster.train import predict
+
+    model, _, arrays, _ = _tiny(TrainConfig())
+    mirrored = Arrays(np.ascontiguousarray(arrays.images[:, :, ::-1]), arrays.labels, arrays.split, arrays.mean,
+                      arrays.std, arrays.num_classes)
+    idx = np.arange(48)
+    both = [predict(model, a, idx, CPU, flip=True) for a in (arrays, mirrored)]
+    plain = [predict(model, a, idx, CPU) for a in (arrays, mirrored)]
+    assert torch.allclose(both[0], both[1], atol=1e-6) and not torch.allclose(plain[0], plain[1], atol=1e-4)
+    assert torch.allclose(both[0], (plain[0] + plain[1]) / 2, atol=1e-6)
