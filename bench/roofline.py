@@ -9,8 +9,10 @@ All side by side in one run (batch 128, 84x84, channels_last, AdamW):
 - ``exp1_bf16_vs_fp32`` (goal >= 1.8 where the CPU computes bf16 natively);
 - ``pipeline_efficiency_{plain,improved}``: ``train.train_epoch`` (gather, normalise, augment,
   step) over the plain step of the same model and precision (goal >= 0.9 each);
-- ``improved_vs_plain_images_per_s``: train_epoch with the improved recipe (batch norm, flip/crop,
-  dropout) over the plain recipe (goal >= 0.9);
+- ``improved_vs_plain_images_per_s``: train_epoch with the improved recipe (configs/sweep-improved.yaml's
+  train section) over the plain recipe (goal >= 0.9);
+- ``every_option_vs_plain_images_per_s``: train_epoch with every batch option at once (resized crops,
+  colour jitter, mixup and CutMix, the weight average) over the plain recipe: what the options cost;
 - ``exp1_compiled_images_per_s``, ``exp1_compile_s``, ``exp1_compile_payback_epochs``: torch.compile
   of the plain step, and after how many mini-ImageNet epochs (44,400 images) it pays back.
 
@@ -33,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cnn_cluster.config import Experiment, ModelConfig, TrainConfig, load_config  # noqa: E402
 from cnn_cluster.models import shapes  # noqa: E402
-from cnn_cluster.train import (Arrays, autocast, initial_model, epoch_batches, make_optimizer, native_bf16,  # noqa: E402
-                               train_epoch)
+from cnn_cluster.train import (Arrays, autocast, initial_model, epoch_batches, make_ema, make_optimizer,  # noqa: E402
+                               native_bf16, train_epoch)
 
 BATCH, SIZE, CLASSES = 128, 84, 100
 MODELS = {
@@ -46,6 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PLAIN = TrainConfig(batch_size=BATCH)
 # The recipe of configs/sweep-improved.yaml (augmentation, schedule, regularisation), at batch 128.
 IMPROVED = load_config(ROOT / "configs" / "sweep-improved.yaml").train.model_copy(update={"batch_size": BATCH})
+# Every augmentation and averaging option at once: their whole cost per step.
+EVERY = PLAIN.model_copy(update={"augmentation": "resized_crop", "color_jitter": 0.4, "mixup": 0.2, "cutmix": 1.0,
+                                 "ema": 0.999})
 CPU = torch.device("cpu")
 
 
@@ -100,13 +105,14 @@ def epoch_images_per_s(model_cfg: ModelConfig, train: TrainConfig, precision: st
     exp = Experiment(name="x", model=model_cfg, train=train)
     model = initial_model(exp, arrays, CPU)
     opt = make_optimizer(model, train)
+    ema = make_ema(model, train)
     gen = torch.Generator().manual_seed(0)
     idx = np.arange(len(arrays.labels))
     rates = []
     for epoch in range(2):
         batches = epoch_batches(idx, BATCH, 0, epoch, 0, 1)
         t0 = time.perf_counter()
-        _, _, seen = train_epoch(model, opt, arrays, batches, train, 0, 10 * len(batches), CPU, gen)
+        _, _, seen = train_epoch(model, opt, arrays, batches, train, 0, 10 * len(batches), CPU, gen, ema=ema)
         rates.append(seen / (time.perf_counter() - t0))
     return rates[-1]
 
@@ -152,6 +158,9 @@ def main() -> None:
     print(f"pipeline_efficiency_plain: {plain_epoch / step['exp1', precision]:.3f}")
     print(f"pipeline_efficiency_improved: {improved_epoch / improved_step:.3f}")
     print(f"improved_vs_plain_images_per_s: {improved_epoch / plain_epoch:.3f}")
+    every_epoch = epoch_images_per_s(MODELS["exp1"], EVERY, precision, args.steps)
+    print(f"exp1_every_option_train_epoch_images_per_s: {every_epoch:.1f}")
+    print(f"every_option_vs_plain_images_per_s: {every_epoch / plain_epoch:.3f}")
     compiled, first = plain_step(MODELS["exp1"], PLAIN, precision, args.steps, compiled=True)
     eager = step["exp1", precision]
     saved_per_epoch = 44_400 / eager - 44_400 / compiled

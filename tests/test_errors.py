@@ -105,8 +105,8 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
      "{cfg}: YAML syntax error at line 4, column 1: expected ',' or ']', but got '<stream end>'"),
     ("unknown-key", lambda c: [*c.submit, "--set", "train.epoch=3"],
      "{cfg}: train.epoch: unknown key; did you mean 'epochs'? valid keys: augmentation, batch_norm, batch_size, "
-     "dropout, epochs, label_smoothing, lr, momentum, optimizer, precision, scheduler, seed, warmup_epochs, "
-     "weight_decay"),
+     "color_jitter, crop_scale, cutmix, dropout, ema, epochs, label_smoothing, lr, mixup, momentum, optimizer, "
+     "precision, scheduler, seed, test_time_flip, warmup_epochs, weight_decay"),
     ("wrong-type", lambda c: [*c.submit, "--set", "train.epochs=many"],
      "{cfg}: train.epochs: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
     ("bad-choice", lambda c: [*c.submit, "--set", "train.optimizer=adamw"],
