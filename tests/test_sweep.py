@@ -43,6 +43,8 @@ def test_tables_schema_and_values(two_worker_run):
         assert len(t["rank_node_ids"]) == 2 and t["rank_node_ids"][0] == t["node_id"]
         assert t["params"] == shapes(exp.model, 84, data.num_classes).params
         assert 0 <= t["test_acc"] <= 1 and 0 <= t["val_acc"] <= 1
+        recipe = exp.train.model_dump(mode="json", exclude={"precision"})  # precision: as resolved
+        assert {k: t[k] for k in recipe} == recipe  # every train field, as the trial ran it
         assert t["best_epoch"] in (1, 2) and t["images_per_s"] > 0
         assert list(t["conv_filters"]) == list(exp.model.conv_filters)
         assert t["precision"] == resolve_precision("auto", torch.device("cpu"))  # the choice made, per trial
