@@ -62,6 +62,9 @@ def submit(
     report: Annotated[bool, typer.Option(help="Build the report when the sweep ends.")] = True,
     address: AddressOpt = None,
     token_file: TokenOpt = None,
+    trust_shared_run: Annotated[bool, typer.Option(
+        help="With --resume: resume a run folder others can write to (a shared lab folder); resuming "
+             "unpickles its files, so only do this where everyone who can write it is trusted.")] = False,
 ) -> None:
     """Train every experiment of CONFIG as a Ray Tune trial with Ray Train workers.
 
@@ -76,7 +79,7 @@ def submit(
     if is_jobs_address(address):
         _submit_job(config, set_ or [], resume, address)
         return
-    cfg, run = prepare(config, set_ or [], resume)
+    cfg, run = prepare(config, set_ or [], resume, trust_shared=trust_shared_run)
     try:
         with interruptible(run):
             outcome = run_submit(cfg, run=run, resume=resume is not None, num_cpus=num_cpus, dashboard=dashboard,

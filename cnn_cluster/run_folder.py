@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import signal
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
@@ -16,13 +19,16 @@ from .results import ACTIVE, RunDir, get_state, open_run, set_state
 
 
 def prepare(config: Optional[Path | str], overrides: list[str], resume: Optional[Path | str] = None,
-            run_dir: Optional[Path | str] = None) -> tuple[SweepConfig, RunDir]:
+            run_dir: Optional[Path | str] = None, trust_shared: bool = False) -> tuple[SweepConfig, RunDir]:
     """The config and the run folder of a submission: a resumed run's own, or a new one.
 
-    Checked before anything starts (a bad config, a folder that holds another run); nothing is written.
+    Checked before anything starts (a bad config, a folder that holds another run, a resumed folder
+    others can write: ``check_trusted``, skipped with ``trust_shared``); nothing is written.
     """
     if resume is not None:
         run = open_run(resume)
+        if not trust_shared:
+            check_trusted(run)
         return load_config(run.config, overrides), run
     if config is None:
         raise CnncError("give a CONFIG file (e.g. configs/demo.yaml) or --resume RUN_DIR")
@@ -30,6 +36,48 @@ def prepare(config: Optional[Path | str], overrides: list[str], resume: Optional
     run = RunDir(Path(run_dir)) if run_dir is not None else new_run_dir(cfg)
     ensure_not_a_run(run.root)
     return cfg, run
+
+
+# Where a resume unpickles: Tune's experiment state and trial checkpoints, Ray Train's run storage,
+# the ASHA rungs, and the searcher's state (an Optuna study inside its JSON).
+PICKLED = ("tune", "train", "tune-scheduler")
+
+
+def check_trusted(run: RunDir) -> None:
+    """Refuse to resume a run folder that someone other than this user could have written to, as ssh
+    refuses a private key others can read: resuming unpickles files of the folder, and a pickle runs
+    code as the user who loads it. Checked: the folder, every folder inside it, and every file of the
+    parts a resume unpickles (``PICKLED``)."""
+    me = os.getuid()
+    for path in _pickle_bearing(run):
+        st = path.lstat()
+        if st.st_uid != me:
+            raise CnncError(f"{path}: owned by {_user(st.st_uid)}, not by you ({_user(me)}); resuming unpickles "
+                            f"this run folder, so it must be yours: chown -R {_user(me)} {run.root}, or resume "
+                            "with --trust-shared-run if everyone who can write it is trusted")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not stat.S_ISLNK(st.st_mode):
+            raise CnncError(f"{path}: writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); resuming "
+                            f"unpickles this run folder: chmod -R go-w {run.root}, or resume with "
+                            "--trust-shared-run if everyone who can write it is trusted")
+
+
+def _pickle_bearing(run: RunDir) -> Iterator[Path]:
+    """The run folder, every folder in it, and every file under ``PICKLED``, parents first."""
+    yield run.root
+    for top, dirs, files in os.walk(run.root):
+        here = Path(top)
+        for d in sorted(dirs):
+            yield here / d
+        if here != run.root and here.relative_to(run.root).parts[0] in PICKLED:
+            for f in sorted(files):
+                yield here / f
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def new_run_dir(cfg: SweepConfig) -> RunDir:

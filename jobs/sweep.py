@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--run-dir", type=Path, help="the run folder (default: <output root>/<name>-<timestamp>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run folder")
+    parser.add_argument("--trust-shared-run", action="store_true",
+                        help="with --resume: resume a run folder others can write to (it is unpickled)")
     args = parser.parse_args(argv)
     if args.config:
         args.config = str(Path(args.config).resolve())
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         _leave_working_dir()
     address = os.environ.get("RAY_ADDRESS", "auto")
     try:
-        cfg, run = prepare(args.config, args.overrides, args.resume, args.run_dir)
+        cfg, run = prepare(args.config, args.overrides, args.resume, args.run_dir, args.trust_shared_run)
         with interruptible(run):  # `cnnc stop` / `ray job stop` send SIGTERM
             outcome = submit(cfg, run=run, resume=bool(args.resume), address=address)
     except CnncError as exc:

@@ -65,3 +65,81 @@ print(json.dumps({"url": info.dashboard_url, "code": code}))
     seen = json.loads(r.stdout.strip().splitlines()[-1])
     assert seen["url"].startswith("http://127.0.0.1:")
     assert seen["code"] == 401  # Ray's token authentication is on
+
+
+# --------------------------------------------------------------------------- resume trust
+
+
+def _interrupted_run(tmp_path: Path) -> Path:
+    """A run folder as an interrupted sweep leaves it: its config, its state, Tune's pickled state."""
+    import yaml
+
+    from tiny import tiny_config
+
+    run = tmp_path / "runs" / "tiny-1"
+    (run / "tune" / "tiny").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path)))
+    (run / "run.json").write_text('{"state": "interrupted"}')
+    (run / "tune" / "tiny" / "experiment_state.pkl").write_bytes(b"\x80\x04N.")
+    for p in (run, *run.rglob("*")):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return run
+
+
+def _resume(run: Path, *flags: str):
+    from typer.testing import CliRunner
+
+    from cnn_cluster.cli import app
+
+    before = sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*"))
+    result = CliRunner().invoke(app, ["submit", "--resume", str(run), *flags])
+    assert sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*")) == before  # nothing written
+    return result
+
+
+def test_resume_refuses_a_group_writable_run_folder(tmp_path):
+    run = _interrupted_run(tmp_path)
+    (run / "tune").chmod(0o775)
+    result = _resume(run)
+    assert result.exit_code == 2
+    assert result.output == (f"error: {run / 'tune'}: writable by group or others (mode 775); resuming unpickles "
+                             f"this run folder: chmod -R go-w {run}, or resume with --trust-shared-run if everyone "
+                             "who can write it is trusted\n")
+
+
+def test_resume_refuses_a_world_writable_pickle(tmp_path):
+    run = _interrupted_run(tmp_path)
+    state = run / "tune" / "tiny" / "experiment_state.pkl"
+    state.chmod(0o666)
+    result = _resume(run)
+    assert result.exit_code == 2 and result.output.startswith(f"error: {state}: writable by group or others")
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="giving a file to another user needs root")
+def test_resume_refuses_a_pickle_owned_by_another_user(tmp_path):
+    import os
+    import pwd
+
+    run = _interrupted_run(tmp_path)
+    state = run / "tune" / "tiny" / "experiment_state.pkl"
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.chown(state, nobody, -1)
+    result = _resume(run)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    assert result.exit_code == 2
+    assert result.output == (f"error: {state}: owned by nobody, not by you ({me}); resuming unpickles this run "
+                             f"folder, so it must be yours: chown -R {me} {run}, or resume with --trust-shared-run "
+                             "if everyone who can write it is trusted\n")
+
+
+def test_the_override_lets_a_shared_folder_through_and_a_private_one_needs_none(tmp_path):
+    from cnn_cluster.run_folder import prepare
+
+    run = _interrupted_run(tmp_path)
+    _, opened = prepare(None, [], run)  # mode 755/644, owned by this user: trusted as it is
+    assert opened.root == run
+    (run / "tune").chmod(0o777)
+    _, opened = prepare(None, [], run, trust_shared=True)
+    assert opened.root == run
+    with pytest.raises(Exception, match="writable by group or others"):
+        prepare(None, [], run)
