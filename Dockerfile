@@ -15,7 +15,8 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN useradd --create-home --uid 1000 cnnc
 WORKDIR /app
 
-# Dependencies first (cached across code changes), then the code.
+# pip builds the package from its code, so a change to cnn_cluster/ reinstalls the dependencies too
+# (a layer cache of them would need a requirements file apart from pyproject.toml).
 COPY pyproject.toml README.md ./
 COPY cnn_cluster/ cnn_cluster/
 RUN pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} . \

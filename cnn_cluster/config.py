@@ -28,7 +28,7 @@ class _Strict(BaseModel):
 
 class SyntheticConfig(_Strict):
     classes: int = Field(10, ge=2, le=100)  # mini-ImageNet has 100; 10 trains in minutes
-    images_per_class: int = Field(300, ge=4)  # 3,000 images: the demo's epochs take seconds
+    images_per_class: int = Field(300, ge=4)  # with the 10 classes, 3,000 images: epochs take seconds
     # A class-specific patch at a fixed place in the background: a planted
     # context cue, used to check that occlusion catches a model relying on it.
     context_cue: bool = False
