@@ -19,7 +19,7 @@ os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-benc
 
 from cnn_cluster.config import ModelConfig  # noqa: E402
 from cnn_cluster.models import build_model  # noqa: E402
-from cnn_cluster.occlusion import fill_values, occlusion_map, to_captum  # noqa: E402
+from cnn_cluster.attribution.occlusion import fill_values, occlusion_map, to_captum  # noqa: E402
 
 N_IMAGES, WINDOW, STRIDE, THREADS = 10, 8, 2, 2
 MODELS = {
@@ -58,7 +58,7 @@ def ray_rate(model, workers: int) -> float:
     from cnn_cluster.cluster import ensure_ray
     from cnn_cluster.config import DataConfig, OcclusionConfig
     from cnn_cluster.data import load_dataset
-    from cnn_cluster.occlusion_jobs import run_occlusion
+    from cnn_cluster.attribution.actors import run_occlusion
 
     ensure_ray(num_cpus=2)
     data = load_dataset(DataConfig(synthetic={"classes": 10, "images_per_class": 80}))

@@ -33,8 +33,7 @@ os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-benc
 
 from cnn_cluster.config import Experiment, load_config  # noqa: E402
 from cnn_cluster.data import load_dataset  # noqa: E402
-from cnn_cluster.train import (Arrays, epoch_batches, initial_model, make_ema, make_optimizer, predict,  # noqa: E402
-                               train_epoch)
+from cnn_cluster.training.step import Arrays, epoch_batches, initial_model, make_ema, make_optimizer, predict, train_epoch
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mini-imagenet-sample"
 RECIPES = {"plain": "sweep.yaml", "improved": "sweep-improved.yaml"}  # the configs on mini-ImageNet

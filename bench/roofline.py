@@ -7,7 +7,7 @@ All side by side in one run (batch 128, 84x84, channels_last, AdamW):
 - ``<exp>_{fp32,bf16}_images_per_s`` and ``..._peak_fraction``: a plain step (forward, backward,
   optimizer) of each study model on random data; FLOPs per image counted as 3 x forward;
 - ``exp1_bf16_vs_fp32`` (goal >= 1.8 where the CPU computes bf16 natively);
-- ``pipeline_efficiency_{plain,improved}``: ``train.train_epoch`` (gather, normalise, augment,
+- ``pipeline_efficiency_{plain,improved}``: ``training.step.train_epoch`` (gather, normalise, augment,
   step) over the plain step of the same model and precision (goal >= 0.9 each);
 - ``improved_vs_plain_images_per_s``: train_epoch with the improved recipe (configs/sweep-improved.yaml's
   train section) over the plain recipe (goal >= 0.9);
@@ -35,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cnn_cluster.config import Experiment, ModelConfig, TrainConfig, load_config  # noqa: E402
 from cnn_cluster.models import shapes  # noqa: E402
-from cnn_cluster.train import (Arrays, autocast, initial_model, epoch_batches, make_ema, make_optimizer,  # noqa: E402
-                               native_bf16, train_epoch)
+from cnn_cluster.training.step import Arrays, autocast, initial_model, epoch_batches, make_ema, make_optimizer, native_bf16, train_epoch
 
 BATCH, SIZE, CLASSES = 128, 84, 100
 MODELS = {

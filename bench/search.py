@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-bench-cache"))
 
 from cnn_cluster.config import load_config  # noqa: E402
-from cnn_cluster.results import read_table  # noqa: E402
-from cnn_cluster.submit import submit  # noqa: E402
+from cnn_cluster.run.io import read_table  # noqa: E402
+from cnn_cluster.sweep.submit import submit  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mini-imagenet-sample"
 

@@ -36,7 +36,8 @@ os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-benc
 
 from cnn_cluster.config import load_config  # noqa: E402
 from cnn_cluster.errors import CnncError  # noqa: E402
-from cnn_cluster.results import RunDir, read_table  # noqa: E402
+from cnn_cluster.run.paths import RunDir  # noqa: E402
+from cnn_cluster.run.io import read_table  # noqa: E402
 from cnn_cluster.study import reference_acc, study_row  # noqa: E402
 
 FULL = ROOT.parent / "shared" / "data" / "mini-imagenet-train"

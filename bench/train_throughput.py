@@ -24,8 +24,9 @@ os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-benc
 
 from cnn_cluster.config import validate  # noqa: E402
 from cnn_cluster.data import load_dataset  # noqa: E402
-from cnn_cluster.results import get_state, read_table  # noqa: E402
-from cnn_cluster.train import Arrays, initial_model, epoch_batches, make_optimizer, train_epoch  # noqa: E402
+from cnn_cluster.run.state import get_state  # noqa: E402
+from cnn_cluster.run.io import read_table  # noqa: E402
+from cnn_cluster.training.step import Arrays, initial_model, epoch_batches, make_optimizer, train_epoch  # noqa: E402
 
 EPOCHS, BATCH = 4, 128
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))  # torch threads = the worker's CPUs
@@ -61,7 +62,7 @@ def sweep(root: Path) -> dict[str, float]:
     import ray
 
     from cnn_cluster.cluster import ensure_ray
-    from cnn_cluster.submit import submit
+    from cnn_cluster.sweep.submit import submit
 
     ensure_ray(num_cpus=2)
     exp = CONFIG["experiments"][0]

@@ -72,8 +72,8 @@ def submit(
     on that cluster (prints the job id; follow it with cnnc logs JOB --follow).
     """
     from .remote import is_jobs_address, use_token
-    from .run_folder import interruptible, prepare
-    from .submit import submit as run_submit
+    from .run.folder import interruptible, prepare
+    from .sweep.submit import submit as run_submit
 
     use_token(token_file)
     if is_jobs_address(address):
@@ -98,7 +98,7 @@ def submit(
 def _submit_job(config: Optional[Path], overrides: list[str], resume: Optional[Path], address: str) -> None:
     from .config import load_config
     from .remote import absolute_paths, submit_job
-    from .run_folder import new_run_dir
+    from .run.folder import new_run_dir
 
     if resume is not None:
         raise CnncError("--resume with a Jobs address: resume on the cluster with "
@@ -182,8 +182,8 @@ def report_cmd(
 
     With several runs, also write one page that puts them side by side.
     """
-    from .report import build_comparison
-    from .results import open_run
+    from .report.build import build_comparison
+    from .run.paths import open_run
 
     for run_dir in run_dirs:
         _print_report(run_dir)
@@ -193,8 +193,8 @@ def report_cmd(
 
 
 def _print_report(run_dir: Path) -> None:
-    from .report import build_report
-    from .results import open_run
+    from .report.build import build_report
+    from .run.paths import open_run
 
     rep = build_report(open_run(run_dir))
     typer.echo(rep.table)
@@ -218,9 +218,9 @@ def occlude(
 ) -> None:
     """Occlusion sensitivity maps of a trained model's test images (Part B)."""
     from .config import OcclusionConfig
-    from .results import open_run
+    from .run.paths import open_run
     from .config import load_config
-    from .occlusion_stage import occlude as run_occlude
+    from .attribution.stage import occlude as run_occlude
 
     run = open_run(run_dir)
     base = load_config(run.config).occlusion or OcclusionConfig()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .errors import CnncError
-from .ray_compat import TRAIN_FLAGS, init_temp_dir_kwargs
+from .training.ray_compat import TRAIN_FLAGS, init_temp_dir_kwargs
 
 # Why each one (measured in docs/performance.md); Ray Train's own flags live in ray_compat.
 RAY_ENV = {

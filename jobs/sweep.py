@@ -21,8 +21,8 @@ from pathlib import Path
 import cnn_cluster
 
 from cnn_cluster.errors import CnncError
-from cnn_cluster.run_folder import interruptible, prepare
-from cnn_cluster.submit import submit
+from cnn_cluster.run.folder import interruptible, prepare
+from cnn_cluster.sweep.submit import submit
 
 
 def _leave_working_dir() -> None:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnn_cluster import augment
+from cnn_cluster.training import augment
 from cnn_cluster.config import Experiment, ModelConfig, TrainConfig, validate
 from cnn_cluster.errors import ConfigError
-from cnn_cluster.train import Arrays, epoch_batches, initial_model, make_ema, make_optimizer, train_epoch
+from cnn_cluster.training.step import Arrays, epoch_batches, initial_model, make_ema, make_optimizer, train_epoch
 
 CPU = torch.device("cpu")
 
@@ -180,7 +180,7 @@ def test_bad_recipe_values_name_their_field(field, value, says):
 
 def test_test_time_flip_scores_an_image_and_its_mirror_alike():
     """With flipping on, a prediction cannot tell an image from its mirror; without, it can."""
-    from cnn_cluster.train import predict
+    from cnn_cluster.training.step import predict
 
     model, _, arrays, _ = _tiny(TrainConfig())
     mirrored = Arrays(np.ascontiguousarray(arrays.images[:, :, ::-1]), arrays.labels, arrays.split, arrays.mean,

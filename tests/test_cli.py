@@ -8,7 +8,8 @@ import yaml
 from typer.testing import CliRunner
 
 from cnn_cluster.cli import app
-from cnn_cluster.results import RunDir, get_state
+from cnn_cluster.run.paths import RunDir
+from cnn_cluster.run.state import get_state
 from tiny import tiny_config
 
 runner = CliRunner()

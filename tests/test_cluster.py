@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnn_cluster.results import RunDir, get_state, read_table
+from cnn_cluster.run.paths import RunDir
+from cnn_cluster.run.state import get_state
+from cnn_cluster.run.io import read_table
 
 from tiny import tiny_config
 from raycluster import RayCluster

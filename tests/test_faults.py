@@ -81,8 +81,8 @@ def test_killed_trial_driver_is_retried_and_frees_its_placement_group(ray_local,
     from ray.util.placement_group import placement_group_table
 
     from cnn_cluster.config import validate
-    from cnn_cluster.results import RunDir
-    from cnn_cluster.submit import submit
+    from cnn_cluster.run.paths import RunDir
+    from cnn_cluster.sweep.submit import submit
 
     cfg = validate(tiny_config(tmp_path, train={"epochs": 5}, data={"synthetic": {"classes": 4, "images_per_class": 100}},
                                experiments=[{"name": "a", "conv_filters": [8, 16], "fc_layers": [16]}]))

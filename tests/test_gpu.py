@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from cnn_cluster.config import validate
-from cnn_cluster.submit import submit
-from cnn_cluster.train import Arrays, autocast, gather, place, to_input
+from cnn_cluster.sweep.submit import submit
+from cnn_cluster.training.step import Arrays, autocast, gather, place, to_input
 
 from tiny import tiny_config
 
@@ -55,7 +55,7 @@ def test_gpu_config_without_a_gpu_fails_before_ray_starts(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device")
 def test_sweep_and_occlusion_on_a_gpu(ray_local, tmp_path):
-    from cnn_cluster.results import read_table
+    from cnn_cluster.run.io import read_table
 
     a = _arrays()
     placed = place(a, torch.device("cuda"))

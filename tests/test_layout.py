@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle between its modules (lazy imports inside functions included)."""
+"""The package's shape: no import cycle between its modules (lazy imports inside functions included),
+and the layer rules that keep the math, the run folder and the report apart from Ray and the sweep."""
 
 from __future__ import annotations
 
@@ -55,8 +56,62 @@ def test_no_import_cycle_in_the_package():
 
 def test_the_walk_sees_lazy_and_relative_imports_and_finds_a_cycle():
     graph = import_graph()
-    assert "cnn_cluster.report" in graph["cnn_cluster.cli"]  # imported inside a function
-    assert "cnn_cluster.page" in graph["cnn_cluster.sections"]  # a relative import
+    assert "cnn_cluster.report.build" in graph["cnn_cluster.cli"]  # imported inside a function
+    assert "cnn_cluster.report.page" in graph["cnn_cluster.report.sections"]  # a relative import
     assert "cnn_cluster.config" in graph["cnn_cluster.data"]  # from the parent package
-    back = {**graph, "cnn_cluster.page": graph["cnn_cluster.page"] | {"cnn_cluster.report"}}
-    assert set(cycle(back)) >= {"cnn_cluster.page", "cnn_cluster.report"}
+    assert "cnn_cluster.run.paths" in graph["cnn_cluster.sweep.trial"]  # two dots up
+    back = {**graph, "cnn_cluster.report.page": graph["cnn_cluster.report.page"] | {"cnn_cluster.report.build"}}
+    assert set(cycle(back)) >= {"cnn_cluster.report.page", "cnn_cluster.report.build"}
+
+
+# Layers that must not need Ray: the math (a model, a training step, an occlusion map), the data,
+# the run folder and the report run where Ray is not installed and read without a cluster.
+NO_RAY = ("cnn_cluster.data", "cnn_cluster.models", "cnn_cluster.study", "cnn_cluster.training.step",
+          "cnn_cluster.training.augment", "cnn_cluster.attribution.occlusion", "cnn_cluster.run",
+          "cnn_cluster.report")
+
+
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _imports_ray(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        if any(n == "ray" or n.startswith("ray.") for n in names):
+            return True
+    return False
+
+
+def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_the_math_the_run_folder_and_the_report_import_no_ray():
+    graph = import_graph()
+    files = {_module(f): f for f in PACKAGE.rglob("*.py")}
+    for module in (m for m in graph if _within(m, NO_RAY)):
+        reached = {module} | _reaches(graph, module)
+        with_ray = sorted(m for m in reached if _imports_ray(files[m]))
+        assert not with_ray, f"{module} imports Ray through {with_ray}"
+
+
+def test_the_report_needs_nothing_of_the_sweep_and_nothing_imports_the_cli():
+    graph = import_graph()
+    for module, targets in graph.items():
+        if _within(module, ("cnn_cluster.report",)):
+            assert not {t for t in targets if _within(t, ("cnn_cluster.sweep",))}, module
+        assert "cnn_cluster.cli" not in targets, module
+
+
+def test_the_layer_check_catches_ray_in_the_math(tmp_path):
+    bad = tmp_path / "step.py"
+    bad.write_text("def f():\n    import ray.train\n")
+    assert _imports_ray(bad) and not _imports_ray(PACKAGE / "training" / "step.py")

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cnn_cluster.results import RunDir, get_state, read_table
+from cnn_cluster.run.paths import RunDir
+from cnn_cluster.run.state import get_state
+from cnn_cluster.run.io import read_table
 
 from slurm_netns import PRIVATE_TMP, NetnsSlurm, unavailable
 from tiny import tiny_config, write_config

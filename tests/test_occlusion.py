@@ -9,8 +9,7 @@ from torch import nn
 from cnn_cluster.config import DataConfig, Experiment, ModelConfig, OcclusionConfig, TrainConfig
 from cnn_cluster.data import load_dataset
 from cnn_cluster.models import build_model
-from cnn_cluster.occlusion import (box_scores, fill_values, grid_size, occlusion_map, select_images,
-                                   supports_fast, to_captum)
+from cnn_cluster.attribution.occlusion import box_scores, fill_values, grid_size, occlusion_map, select_images, supports_fast, to_captum
 
 
 class HandModel(nn.Module):
@@ -180,7 +179,7 @@ def tiny_data():
 
 
 def _preds(model, data):
-    from cnn_cluster.train import Arrays, predict
+    from cnn_cluster.training.step import Arrays, predict
 
     arrays = Arrays(np.asarray(data.images), data.labels, data.split, data.mean, data.std, data.num_classes)
     idx = data.indices("test")
@@ -191,8 +190,9 @@ def _preds(model, data):
 
 @pytest.mark.slow
 def test_ray_stage_rows_ordered_and_worker_count_invariant(ray_local, tiny_data):
-    from cnn_cluster.occlusion_jobs import run_occlusion
-    from cnn_cluster.results import OCCLUSION_SCHEMA, write_table
+    from cnn_cluster.attribution.actors import run_occlusion
+    from cnn_cluster.run.schemas import OCCLUSION_SCHEMA
+    from cnn_cluster.run.io import write_table
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(conv_filters=(4, 8), fc_layers=(8,)), 3, 84).eval()
@@ -213,7 +213,7 @@ def test_ray_stage_rows_ordered_and_worker_count_invariant(ray_local, tiny_data)
 
 def _train(data, epochs=4):
     from cnn_cluster.config import Experiment
-    from cnn_cluster.train import Arrays, initial_model, epoch_batches, make_optimizer, train_epoch
+    from cnn_cluster.training.step import Arrays, initial_model, epoch_batches, make_optimizer, train_epoch
 
     exp = Experiment.model_validate({"name": "m", "model": {"conv_filters": [8, 16], "fc_layers": [32]},
                                      "train": {"epochs": epochs, "batch_size": 16, "lr": 0.002}})

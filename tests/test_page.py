@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 import apt_install as apt
 from cnn_cluster.cli import app
-from cnn_cluster.sections import confused_pairs, observations
-from cnn_cluster.report import build_report
-from cnn_cluster.results import RunDir
+from cnn_cluster.report.sections import confused_pairs, observations
+from cnn_cluster.report.build import build_report
+from cnn_cluster.run.paths import RunDir
 from tiny import tiny_config
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

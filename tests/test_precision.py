@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from cnn_cluster.config import Experiment, ModelConfig, TrainConfig
-from cnn_cluster.occlusion import occlusion_map
-from cnn_cluster.train import Arrays, initial_model, epoch_batches, make_optimizer, native_bf16, resolve_precision, train_epoch
+from cnn_cluster.attribution.occlusion import occlusion_map
+from cnn_cluster.training.step import Arrays, initial_model, epoch_batches, make_optimizer, native_bf16, resolve_precision, train_epoch
 
 CPU = torch.device("cpu")
 
@@ -59,7 +59,7 @@ def test_augment_matches_a_per_image_crop_of_the_same_draws():
     the offsets the same generator draws: the same distribution, without a Python loop per image."""
     import torch.nn.functional as F
 
-    from cnn_cluster.augment import flip_crop
+    from cnn_cluster.training.augment import flip_crop
 
     x = torch.randn(16, 3, 12, 10).contiguous(memory_format=torch.channels_last)
     out = flip_crop(x, torch.Generator().manual_seed(3))

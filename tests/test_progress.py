@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnn_cluster.progress import Progress, TrialPlan
-from cnn_cluster.results import RunDir
+from cnn_cluster.sweep.progress import Progress, TrialPlan
+from cnn_cluster.run.paths import RunDir
 from tiny import tiny_config
 
 CNNC = str(Path(sys.executable).with_name("cnnc"))

@@ -1,4 +1,4 @@
-"""Ray's private names, fenced in cnn_cluster/ray_compat.py: a Ray upgrade that moves one fails here
+"""Ray's private names, fenced in cnn_cluster/training/ray_compat.py: a Ray upgrade that moves one fails here
 in seconds, and the sweep's stock-trainer path gives the same tables as the lean one."""
 
 import os
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cnn_cluster import ray_compat
+from cnn_cluster.training import ray_compat
 from conftest import REPO
 from tiny import tiny_config
 
@@ -60,7 +60,7 @@ def test_stock_and_lean_trainer_give_equal_epoch_tables(ray_local, tmp_path):
     (a cnnc submit with CNNC_RAY_STOCK=1, its own Ray: stock trials start a TrainController actor,
     which the shared cluster's actor checks in test_sweep.py must not see)."""
     from cnn_cluster.config import validate
-    from cnn_cluster.submit import submit
+    from cnn_cluster.sweep.submit import submit
 
     cfg = tiny_config(tmp_path, train={"epochs": 2})
     lean = submit(validate({**cfg, "output": {"root": str(tmp_path / "lean")}}), out=open(os.devnull, "w"))

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from cnn_cluster.config import load_config
-from cnn_cluster.results import RunDir, get_state
-from cnn_cluster.submit import submit
+from cnn_cluster.run.paths import RunDir
+from cnn_cluster.run.state import get_state
+from cnn_cluster.sweep.submit import submit
 from driver import CNNC, cleanup, start, wait_for
 from tiny import tiny_config
 

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from cnn_cluster.cli import app
 from cnn_cluster.config import load_config, validate
 from cnn_cluster.errors import ConfigError
-from cnn_cluster.results import RunDir
-from cnn_cluster.search import GroupedASHA, GroupedSearcher, draw
-from cnn_cluster.submit import Outcome, submit
+from cnn_cluster.run.paths import RunDir
+from cnn_cluster.sweep.search import GroupedASHA, GroupedSearcher, draw
+from cnn_cluster.sweep.submit import Outcome, submit
 
 from tiny import tiny_config
 

@@ -133,7 +133,7 @@ def test_resume_refuses_a_pickle_owned_by_another_user(tmp_path):
 
 
 def test_the_override_lets_a_shared_folder_through_and_a_private_one_needs_none(tmp_path):
-    from cnn_cluster.run_folder import prepare
+    from cnn_cluster.run.folder import prepare
 
     run = _interrupted_run(tmp_path)
     _, opened = prepare(None, [], run)  # mode 755/644, owned by this user: trusted as it is

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cnn_cluster.results import RunDir, get_state, read_table
+from cnn_cluster.run.paths import RunDir
+from cnn_cluster.run.state import get_state
+from cnn_cluster.run.io import read_table
 
 from raycluster import processes_using
 from slurm_local import LocalSlurm, unavailable

@@ -9,9 +9,11 @@ import time
 
 import psutil
 
-from cnn_cluster.results import RunDir, get_state, set_state
+from cnn_cluster.run.paths import RunDir
+from cnn_cluster.run.state import get_state, set_state
 
-RECORD_AND_WAIT = ("import sys, time; from pathlib import Path; from cnn_cluster.results import RunDir, set_state; "
+RECORD_AND_WAIT = ("import sys, time; from pathlib import Path; from cnn_cluster.run.paths import RunDir; "
+                   "from cnn_cluster.run.state import set_state; "
                    "set_state(RunDir(Path(sys.argv[1])), 'running'); time.sleep(120)")
 
 

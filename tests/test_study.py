@@ -1,6 +1,6 @@
 """The study's figures beside a run's: matched by architecture, shown on mini-ImageNet runs only."""
 
-from cnn_cluster.sections import _experiments
+from cnn_cluster.report.sections import _experiments
 from cnn_cluster.study import TABLE1, study_row
 
 

@@ -11,10 +11,11 @@ from cnn_cluster.config import load_config, validate
 from cnn_cluster.data import load_dataset
 from cnn_cluster.errors import CnncError
 from cnn_cluster.models import build_model, shapes
-from cnn_cluster.report import build_report
-from cnn_cluster.results import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, get_state
-from cnn_cluster.submit import submit
-from cnn_cluster.train import resolve_precision
+from cnn_cluster.report.build import build_report
+from cnn_cluster.run.schemas import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
+from cnn_cluster.run.state import get_state
+from cnn_cluster.sweep.submit import submit
+from cnn_cluster.training.step import resolve_precision
 from tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -112,7 +113,7 @@ def test_each_train_run_starts_only_its_workers(two_worker_run):
     process for every run, and Ray Data's autoscaling coordinator once; ours run the controller in
     the trial driver, report straight to Tune, skip the coordinator (no Ray Data) and (no dashboard
     here: the cleaner could not work) start only the workers and their sync actor."""
-    from cnn_cluster.ray_compat import actor_class_names
+    from cnn_cluster.training.ray_compat import actor_class_names
 
     started = actor_class_names()
     assert started.count("RayTrainWorker") >= 4 and started.count("SynchronizationActor") >= 2  # both runs seen

@@ -1,6 +1,6 @@
 """A run's report folder: one read of the run, its tables and figures, then the page.
 
-report.py reads (``results.read_run``, once) and draws; sections.py builds the page's sections
+build.py reads (``run.read.read_run``, once) and draws; sections.py builds the page's sections
 from what was read; page.py renders them.
 """
 
@@ -14,10 +14,12 @@ from typing import Optional
 
 import numpy as np
 
-from . import figures, page, search_report, sections
-from .data import PackedDataset, open_packed
-from .errors import CnncError
-from .results import RunData, RunDir, read_run, write_text
+from . import figures, page, search as search_report, sections
+from ..data import PackedDataset, open_packed
+from ..errors import CnncError
+from ..run.read import RunData, read_run
+from ..run.paths import RunDir
+from ..run.io import write_text
 from .sections import COLUMNS, experiments_rows, object_context_line, occlusion_param_rows
 
 GALLERY = 18  # misclassified images shown

@@ -1,7 +1,7 @@
-"""The report's sections, built from one read of a run folder (``results.RunData``).
+"""The report's sections, built from one read of a run folder (``run.read.RunData``).
 
 Plain functions of the run's tables: every sentence is computed from the numbers, nothing is
-canned. page.py renders what these return; report.py draws the figures they point at.
+canned. page.py renders what these return; build.py draws the figures they point at.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from . import search_report, study
-from .config import SweepConfig
+from . import search as search_report
+from .. import study
+from ..config import SweepConfig
 from .page import Block, Image, Section, Table
-from .results import RunData
+from ..run.read import RunData
 
 COLUMNS = ["Experiment", "Conv Filters", "Conv Layers", "FC Layers", "Max Pooling", "Stride", "Epochs",
            "Test Accuracy"]

@@ -18,11 +18,11 @@ import numpy as np
 import ray
 import torch
 
-from .cluster import node_id
-from .config import OcclusionConfig
-from .data import PackedDataset
-from .errors import CnncError
-from .train import norm_stats, to_input
+from ..cluster import node_id
+from ..config import OcclusionConfig
+from ..data import PackedDataset
+from ..errors import CnncError
+from ..training.step import norm_stats, to_input
 from .occlusion import box_scores, grid_size, occlusion_map, resolve_method, select_images
 
 
@@ -113,7 +113,7 @@ def _part(parts: Callable[..., Path], trial: str, w: tuple, cfg: OcclusionConfig
 
 
 def _save_part(parts: Callable[..., Path], trial: str, w: tuple, cfg: OcclusionConfig, result: tuple) -> None:
-    from .results import atomic_path
+    from ..run.io import atomic_path
 
     with atomic_path(_part(parts, trial, w, cfg)) as tmp:
         with open(tmp, "wb") as f:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import platform
+from importlib import metadata
 from typing import Any
 
-from . import __version__
+from .. import __version__
 
 
 def versions() -> dict:
-    import ray
+    """The versions that made the run; Ray's from its installed metadata (the run folder needs no Ray)."""
     import torch
 
     return {"cnnc": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "ray": ray.__version__}
+            "ray": metadata.version("ray")}
 
 
 def hardware(cluster: Any) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from .results import write_text
+from ..run.io import write_text
 
 
 @dataclass

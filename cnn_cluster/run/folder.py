@@ -13,9 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .config import SweepConfig, load_config
-from .errors import CnncError
-from .results import ACTIVE, RunDir, get_state, open_run, set_state
+from ..config import SweepConfig, load_config
+from ..errors import CnncError
+from .state import ACTIVE, get_state, set_state
+from .paths import RunDir, open_run
 
 
 def prepare(config: Optional[Path | str], overrides: list[str], resume: Optional[Path | str] = None,

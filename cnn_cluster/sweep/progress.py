@@ -3,7 +3,7 @@
 A Tune callback in the sweep's driver process: it sees every trial start, every epoch reported
 by rank 0, and every finish or failure, and prints one line for each instead of Ray's own tables
 and log flood. Inside an epoch it reads each running trial's live file (written by its rank 0 at
-most once a second, ``train.LiveProgress``) and shows where it is, with ETAs from measured
+most once a second, ``training.worker.LiveProgress``) and shows where it is, with ETAs from measured
 throughput: on a terminal one updating line per running trial, elsewhere (SLURM logs,
 ``cnnc logs``, a pipe) one line per running trial every ``CNNC_PROGRESS_S`` seconds (15).
 """
@@ -19,7 +19,8 @@ from typing import Any, Optional, TextIO
 
 from ray.tune import Callback
 
-from .results import RunDir, trial_status
+from ..run.paths import RunDir
+from ..run.schemas import trial_status
 
 INTERVAL_S = 15.0  # periodic lines: often enough to see a trial move, rare enough not to flood a log
 

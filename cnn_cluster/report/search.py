@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
-from .config import Experiment, SweepConfig, best_recipes_yaml, with_values
+from ..config import Experiment, SweepConfig, best_recipes_yaml, with_values
 
 TOP = 5  # trials listed per experiment
 

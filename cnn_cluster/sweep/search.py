@@ -24,8 +24,8 @@ from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from .config import Experiment, SearchConfig, with_values
-from .results import atomic_path
+from ..config import Experiment, SearchConfig, with_values
+from ..run.io import atomic_path
 
 
 def domain(dist: dict[str, list[Any]]) -> Any:

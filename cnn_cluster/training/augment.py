@@ -1,6 +1,6 @@
 """Training-time augmentation of a whole batch at once: no Python loop per image.
 
-Every function takes a normalised float NCHW batch (``train.to_input``) and the trial's
+Every function takes a normalised float NCHW batch (``step.to_input``) and the trial's
 ``torch.Generator``, so a rank's draws repeat for the same seed and epoch. Mixup and CutMix are
 torchvision's own (``transforms.v2``); they draw from torch's global generator, which the training
 loop seeds per epoch. No Ray in here.
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def flip_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

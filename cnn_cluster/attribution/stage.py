@@ -1,7 +1,7 @@
 """The occlusion stage of a run (Part B): the best (or a named) trial's maps into occlusion.parquet.
 
 Runs after a sweep (``cnnc submit``) or on its own (``cnnc occlude``); the Ray fan-out is
-occlusion_jobs.py, the math occlusion.py.
+actors.py, the math occlusion.py.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ import shutil
 import time
 from typing import Optional, TextIO
 
-from .config import OcclusionConfig, load_config
-from .data import PackedDataset, open_packed
-from .errors import CnncError
-from .results import OCCLUSION_SCHEMA, RunDir, get_state, read_table, set_state, trial_predictions, write_table
+from ..config import OcclusionConfig, load_config
+from ..data import PackedDataset, open_packed
+from ..errors import CnncError
+from ..run.schemas import OCCLUSION_SCHEMA
+from ..run.paths import RunDir
+from ..run.state import get_state, set_state
+from ..run.io import read_table, trial_predictions, write_table
 
 
 def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data: Optional[PackedDataset] = None,
@@ -22,9 +25,9 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
 
     ``predictions``: the trial's test predictions where the caller holds them already.
     """
-    from .cluster import ensure_ray
-    from .models import load_trained
-    from .occlusion_jobs import check_window, run_occlusion
+    from ..cluster import ensure_ray
+    from ..models import load_trained
+    from .actors import check_window, run_occlusion
 
     state = get_state(run)
     data = data or _run_dataset(run, state)
@@ -52,7 +55,7 @@ def _run_dataset(run: RunDir, state: dict) -> PackedDataset:
     data = open_packed(state.get("data_root") or state["dataset"]["root"])
     boxes = load_config(run.config).data.boxes
     if boxes is not None:
-        from .data.boxes import apply_boxes
+        from ..data.boxes import apply_boxes
 
         data = apply_boxes(data, boxes)
     return data

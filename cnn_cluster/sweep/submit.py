@@ -12,16 +12,18 @@ import time
 from dataclasses import dataclass
 from typing import Optional, TextIO
 
-from . import provenance
-from .cluster import check_local_gpus, ensure_ray, ray_is_running
-from .config import SweepConfig, dump_config
-from .data import load_dataset
-from .errors import CnncError
-from .occlusion_stage import occlude
-from .ray_compat import stock_reason
-from .results import (EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA, RunDir, drop_weights, get_state,
-                      set_state, trial_predictions, write_table, write_text)
-from .run_folder import ensure_not_a_run, link_latest, new_run_dir
+from ..run import provenance
+from ..cluster import check_local_gpus, ensure_ray, ray_is_running
+from ..config import SweepConfig, dump_config
+from ..data import load_dataset
+from ..errors import CnncError
+from ..attribution.stage import occlude
+from ..training.ray_compat import stock_reason
+from ..run.schemas import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
+from ..run.paths import RunDir
+from ..run.io import drop_weights, trial_predictions, write_table, write_text
+from ..run.state import get_state, set_state
+from ..run.folder import ensure_not_a_run, link_latest, new_run_dir
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,15 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
            dashboard: bool = False, address: Optional[str] = None, out: TextIO | None = None,
            dashboard_host: str = "127.0.0.1") -> Outcome:
     """Run a sweep (or resume one) and write its tables; returns where they are."""
-    from .sweep import check_experiments, collect, plan_concurrency, run_sweep
+    from .plan import check_experiments, plan_concurrency
+    from .collect import collect
+    from .tuner import run_sweep
 
     say = _printer(out)
     data = load_dataset(cfg.data)
     exps = check_experiments(cfg, data)
     if cfg.occlusion:
-        from .occlusion_jobs import check_window
+        from ..attribution.actors import check_window
 
         check_window(cfg.occlusion, data.image_size)
     if address is None and not ray_is_running():

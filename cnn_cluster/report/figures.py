@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .results import save_figure  # noqa: E402
+from ..run.io import save_figure  # noqa: E402
 
 
 def curves(epochs: list[dict], path: Path) -> Path:
