@@ -134,7 +134,8 @@ def logs(job: Annotated[str, typer.Argument(help=jobs_help)], address: AddressOp
          token_file: TokenOpt = None,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends.")] = False) -> None:
     """Output of a sweep submitted as a Ray Job."""
-    from .remote import follow as follow_logs, logs as job_logs
+    from .remote import follow as follow_logs
+    from .remote import logs as job_logs
 
     addr = _jobs_address(address, token_file)
     if follow:
@@ -217,10 +218,9 @@ def occlude(
     report: Annotated[bool, typer.Option(help="Rebuild the report afterwards.")] = True,
 ) -> None:
     """Occlusion sensitivity maps of a trained model's test images (Part B)."""
-    from .config import OcclusionConfig
-    from .run.paths import open_run
-    from .config import load_config
     from .attribution.stage import occlude as run_occlude
+    from .config import OcclusionConfig, load_config
+    from .run.paths import open_run
 
     run = open_run(run_dir)
     base = load_config(run.config).occlusion or OcclusionConfig()

@@ -13,10 +13,10 @@ from typing import Optional, TextIO
 from ..config import OcclusionConfig, load_config
 from ..data import PackedDataset, open_packed
 from ..errors import CnncError
-from ..run.schemas import OCCLUSION_SCHEMA
-from ..run.paths import RunDir
-from ..run.state import get_state, set_state
 from ..run.io import read_table, trial_predictions, write_table
+from ..run.paths import RunDir
+from ..run.schemas import OCCLUSION_SCHEMA
+from ..run.state import get_state, set_state
 
 
 def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data: Optional[PackedDataset] = None,

@@ -14,12 +14,14 @@ from typing import Optional
 
 import numpy as np
 
-from . import figures, page, search as search_report, sections
 from ..data import PackedDataset, open_packed
 from ..errors import CnncError
-from ..run.read import RunData, read_run
-from ..run.paths import RunDir
 from ..run.io import write_text
+from ..run.paths import RunDir
+from ..run.read import RunData, read_run
+from . import figures, page
+from . import search as search_report
+from . import sections
 from .sections import COLUMNS, experiments_rows, object_context_line, occlusion_param_rows
 
 GALLERY = 18  # misclassified images shown

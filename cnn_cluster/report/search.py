@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..config import Experiment, SweepConfig, best_recipes_yaml, with_values
+from ..run.trials import best_trial, by_experiment
 
 TOP = 5  # trials listed per experiment
 
@@ -38,21 +39,12 @@ def values(trial: dict) -> dict:
     return json.loads(trial.get("searched") or "{}")
 
 
-def by_experiment(trials: list[dict]) -> dict[str, list[dict]]:
-    """The trials of each experiment, in order (a search has several per experiment)."""
-    groups: dict[str, list[dict]] = {}
-    for t in trials:
-        groups.setdefault(t.get("experiment") or t["trial"], []).append(t)
-    return groups
-
-
 def summarise(trials: list[dict]) -> list[GroupSummary]:
     out = []
     for name, rows in by_experiment(trials).items():
         ranked = sorted((t for t in rows if t.get("val_acc") is not None), key=lambda t: -t["val_acc"])
-        tested = [t for t in ranked if t.get("test_acc") is not None]
         out.append(GroupSummary(
-            name, tested[0] if tested else None, ranked[:TOP], len(rows),
+            name, best_trial(rows), ranked[:TOP], len(rows),
             sum(t["status"] == "stopped" for t in rows), sum(t["status"] == "failed" for t in rows),
             sum(t.get("epochs_run") or 0 for t in rows), sum(t["epochs"] for t in rows)))
     return out

@@ -10,11 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from . import search as search_report
 from .. import study
 from ..config import SweepConfig
-from .page import Block, Image, Section, Table
 from ..run.read import RunData
+from . import search as search_report
+from .page import Block, Image, Section, Table
 
 COLUMNS = ["Experiment", "Conv Filters", "Conv Layers", "FC Layers", "Max Pooling", "Stride", "Epochs",
            "Test Accuracy"]

@@ -15,8 +15,8 @@ from typing import Iterator, Optional
 
 from ..config import SweepConfig, load_config
 from ..errors import CnncError
-from .state import ACTIVE, get_state, set_state
 from .paths import RunDir, open_run
+from .state import ACTIVE, get_state, set_state
 
 
 def prepare(config: Optional[Path | str], overrides: list[str], resume: Optional[Path | str] = None,

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyarrow as pa
 
 from ..config import TrainConfig
@@ -48,16 +46,6 @@ TRIALS_SCHEMA = pa.schema([
     ("searched", pa.string()),  # a search's drawn values as JSON, keyed like search.space
     ("epochs_run", pa.int32()),  # epochs trained (fewer than epochs where ASHA stopped the trial)
 ])
-
-
-def trial_status(error: Any, last: dict) -> str:
-    """A trial's ``status``: finished (its final report came), stopped (ASHA ended it after an
-    epoch), else failed; from Tune's error and the trial's last reported metrics."""
-    if error is None and last.get("final") == 1:
-        return "finished"
-    if error is None and not last.get("train_failed") and "val_acc" in last:
-        return "stopped"
-    return "failed"
 
 
 EPOCHS_SCHEMA = pa.schema([

@@ -12,7 +12,6 @@ import psutil
 from .io import read_json, write_json
 from .paths import RunDir
 
-
 ACTIVE = ("running", "occlusion")
 
 

@@ -14,10 +14,10 @@ import torch
 from ..config import Experiment
 from ..data import PackedDataset
 from ..models import shapes
-from ..run.schemas import EPOCH_COLUMNS, trial_status
-from ..run.paths import RunDir
 from ..run.io import read_history, write_test_arrays
-from ..report.search import by_experiment
+from ..run.paths import RunDir
+from ..run.schemas import EPOCH_COLUMNS
+from ..run.trials import best_trial, by_experiment, trial_status
 from ..training.step import Arrays
 from .plan import Plan
 from .trial import one_line
@@ -40,9 +40,8 @@ def collect(grid: Any, p: Plan, data: PackedDataset, run: RunDir,
             shutil.rmtree(run.train_run(t["trial_id"]), ignore_errors=True)
     if search:
         _test_group_bests(trials, data, run)
-    done = [t for t in trials if t["status"] == "finished" and t["test_acc"] is not None]
-    best = max(done, key=lambda t: (t["val_acc"], t["test_acc"]))["trial"] if done else None
-    return trials, epochs, best
+    best = best_trial(trials)
+    return trials, epochs, best["trial"] if best else None
 
 
 def _results(grid: Any, p: Plan, search: bool) -> list[tuple[Experiment, str, int, dict, Any]]:
@@ -59,8 +58,7 @@ def _results(grid: Any, p: Plan, search: bool) -> list[tuple[Experiment, str, in
 def _test_group_bests(trials: list[dict], data: PackedDataset, run: RunDir) -> None:
     """Per experiment, its best finished trial by validation accuracy meets the test split."""
     for rows in by_experiment(trials).values():
-        done = [t for t in rows if t["status"] == "finished" and t["val_acc"] is not None]
-        best = max(done, key=lambda t: t["val_acc"], default=None)
+        best = best_trial(rows, tested=False)  # the one trial of the experiment that meets the test split
         if best is not None:
             best["test_acc"] = evaluate_on_test(run, data, best["trial"])
         for t in rows:

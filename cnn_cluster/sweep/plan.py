@@ -24,6 +24,24 @@ class Plan:
     dashboard: bool  # the cluster runs one: Ray Train's placement-group cleaner can work
 
 
+@dataclass(frozen=True)
+class TrialResources:
+    """What each trial's driver is told of the sweep's resources (Tune hands it over, pickled)."""
+
+    workers: int  # Ray Train workers (data-parallel ranks) of the trial
+    cpus: float  # per worker
+    gpus: float  # per worker
+    threads: int  # torch threads per worker: its whole CPUs
+    max_failures: int  # worker-group restarts before the trial fails
+    dashboard: bool  # the cluster runs one: Ray Train's placement-group cleaner can work
+    lean: bool  # Ray's internals are as cnnc expects: the lean trainer, else Ray's stock one
+
+    @classmethod
+    def of(cls, res: ResourcesConfig, p: "Plan", lean: bool) -> "TrialResources":
+        return cls(res.workers_per_trial, res.cpus_per_worker, res.gpus_per_worker, max(1, int(res.cpus_per_worker)),
+                   res.max_failures, p.dashboard, lean)
+
+
 def check_experiments(cfg: SweepConfig, data: PackedDataset) -> list[Experiment]:
     """Every experiment against the data, before Ray starts: shapes and batch size."""
     exps = cfg.resolved_experiments()

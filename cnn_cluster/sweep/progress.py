@@ -20,7 +20,7 @@ from typing import Any, Optional, TextIO
 from ray.tune import Callback
 
 from ..run.paths import RunDir
-from ..run.schemas import trial_status
+from ..run.trials import count_statuses, trial_status
 
 INTERVAL_S = 15.0  # periodic lines: often enough to see a trial move, rare enough not to flood a log
 
@@ -89,12 +89,11 @@ class Progress(Callback):
             self._print(f"{name}: done, failed (see trials.parquet) | {self._counts()}")
             return
         last = trial.last_result or {}
-        if not last.get("final") and not last.get("restored") and "epoch" in last:  # ASHA stopped it
-            self.state[name] = "stopped"
+        self.state[name] = trial_status(None, last)  # completed: Tune saw no error
+        if self.state[name] == "stopped":
             self._print(f"{name}: stopped by ASHA after epoch {last['epoch']} | {self._counts()}")
             return
-        self.state[name] = "finished"
-        self._print(f"{name}: finished | {self._counts()}")
+        self._print(f"{name}: {self.state[name]} | {self._counts()}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.state[self._name(trial)] = "failed"
@@ -166,10 +165,8 @@ class Progress(Callback):
         return trial.config.get("experiment", {}).get("name", str(trial))
 
     def _counts(self) -> str:
-        states = list(self.state.values())
-        shown = ("pending", "running", "finished", "stopped", "failed") if "stopped" in states else \
-            ("pending", "running", "finished", "failed")
-        return " ".join(f"{s} {states.count(s)}" for s in shown)
+        counts = count_statuses(self.state.values(), ("pending", "running", "finished", "stopped", "failed"))
+        return " ".join(f"{s} {n}" for s, n in counts.items())
 
     def _terminal(self) -> bool:
         out = self.out or sys.stdout
@@ -233,6 +230,4 @@ def _duration(seconds: float) -> str:
 def sweep_counts(grid: Any) -> dict[str, int]:
     """Finished, ASHA-stopped and failed trials of a ResultGrid (a restored sweep's callback saw only
     part of it)."""
-    states = [trial_status(r.error, r.metrics or {}) for r in grid]
-    counts = {s: states.count(s) for s in ("finished", "stopped", "failed")}
-    return counts if counts["stopped"] else {"finished": counts["finished"], "failed": counts["failed"]}
+    return count_statuses(trial_status(r.error, r.metrics or {}) for r in grid)

@@ -12,40 +12,50 @@ import time
 from dataclasses import dataclass
 from typing import Optional, TextIO
 
-from ..run import provenance
+from ..attribution.stage import occlude
 from ..cluster import check_local_gpus, ensure_ray, ray_is_running
 from ..config import SweepConfig, dump_config
 from ..data import load_dataset
 from ..errors import CnncError
-from ..attribution.stage import occlude
-from ..training.ray_compat import stock_reason
-from ..run.schemas import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
-from ..run.paths import RunDir
-from ..run.io import drop_weights, trial_predictions, write_table, write_text
-from ..run.state import get_state, set_state
+from ..run import provenance
 from ..run.folder import ensure_not_a_run, link_latest, new_run_dir
+from ..run.io import drop_weights, trial_predictions, write_table, write_text
+from ..run.paths import RunDir
+from ..run.schemas import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
+from ..run.state import get_state, set_state
+from ..run.trials import count_statuses, counts_text
+from ..training.ray_compat import stock_reason
 
 
 @dataclass(frozen=True)
 class Outcome:
     run: RunDir
     best: Optional[str]
-    finished: int
-    failed: int
-    stopped: int = 0  # stopped early by ASHA in a search: neither finished nor failed
+    statuses: tuple[str, ...]  # every trial's, in trials.parquet's order
+
+    @property
+    def finished(self) -> int:
+        return self.statuses.count("finished")
+
+    @property
+    def failed(self) -> int:
+        return self.statuses.count("failed")
+
+    @property
+    def stopped(self) -> int:  # stopped early by ASHA in a search: neither finished nor failed
+        return self.statuses.count("stopped")
 
     def counts(self) -> str:
         """``4 finished, 8 stopped by ASHA, 0 failed``; stopped only where ASHA stopped some."""
-        stopped = f", {self.stopped} stopped by ASHA" if self.stopped else ""
-        return f"{self.finished} finished{stopped}, {self.failed} failed"
+        return counts_text(count_statuses(self.statuses))
 
 
 def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False, num_cpus: Optional[int] = None,
            dashboard: bool = False, address: Optional[str] = None, out: TextIO | None = None,
            dashboard_host: str = "127.0.0.1") -> Outcome:
     """Run a sweep (or resume one) and write its tables; returns where they are."""
-    from .plan import check_experiments, plan_concurrency
     from .collect import collect
+    from .plan import check_experiments, plan_concurrency
     from .tuner import run_sweep
 
     say = _printer(out)
@@ -105,7 +115,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         set_state(run, "finished")
     if not cfg.output.keep_checkpoints:  # after the occlusion stage, the last reader of the weights
         drop_weights(run)
-    return Outcome(run, best, status.count("finished"), status.count("failed"), status.count("stopped"))
+    return Outcome(run, best, tuple(status))
 
 
 def _printer(out: TextIO | None):

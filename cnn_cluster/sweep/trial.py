@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from ray import tune
 
-from ..run.paths import RunDir
 from ..run.io import atomic_path, write_json, write_test_arrays
-from ..training.worker import CHECKPOINT_FILE, TEST_FILES, train_loop
+from ..run.paths import RunDir
+from ..training.worker import CHECKPOINT_FILE, TEST_FILES, WorkerArgs, train_loop
+from .plan import TrialResources
 
 
-def run_trial(config: dict, data: list, run: RunDir, resources: dict) -> None:
+def run_trial(config: dict, data: list, run: RunDir, resources: TrialResources) -> None:
     """One Tune trial: fit a TorchTrainer for one experiment, keep its best weights.
 
     Tune starts it again where its driver process died (``max_failures``); the TorchTrainer's run,
@@ -42,22 +43,22 @@ def run_trial(config: dict, data: list, run: RunDir, resources: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     trainer = make_trainer(
         train_loop,
-        train_loop_config={"experiment": exp, "data": data, "threads": resources["threads"],
-                           "test": config.get("test", True),
-                           "placement_group_file": str(run.placement_group(exp["name"])),
-                           "live_file": str(run.live(exp["name"]))},
-        torch_config=TorchConfig(backend="nccl" if resources["gpus"] > 0 else "gloo"),
+        train_loop_config=WorkerArgs(experiment=exp, data=data, threads=resources.threads,
+                                     test=config.get("test", True),
+                                     placement_group_file=str(run.placement_group(exp["name"])),
+                                     live_file=str(run.live(exp["name"]))).as_config(),
+        torch_config=TorchConfig(backend="nccl" if resources.gpus > 0 else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=resources["workers"], use_gpu=resources["gpus"] > 0,
-            resources_per_worker={"CPU": resources["cpus"], **({"GPU": resources["gpus"]} if resources["gpus"] else {})},
+            num_workers=resources.workers, use_gpu=resources.gpus > 0,
+            resources_per_worker={"CPU": resources.cpus, **({"GPU": resources.gpus} if resources.gpus else {})},
         ),
         run=dict(
             name=run.train_run(trial_id).name,
             storage_path=str(run.train_storage),
-            failure_config=FailureConfig(max_failures=resources["max_failures"]),
+            failure_config=FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest holds the best weights too
         ),
-        lean=resources["lean"], pg_cleaner=resources["dashboard"],
+        lean=resources.lean, pg_cleaner=resources.dashboard,
     )
     try:
         result = trainer.fit()

@@ -13,13 +13,12 @@ from ray import tune
 from ..config import SweepConfig
 from ..data import PackedDataset
 from ..models import shapes
-from .progress import Progress, TrialPlan, sweep_counts
-from ..training.ray_compat import stock_reason
 from ..run.paths import RunDir
+from ..training.ray_compat import stock_reason
 from ..training.step import Arrays
-from .plan import Plan
+from .plan import Plan, TrialResources
+from .progress import Progress, TrialPlan, sweep_counts
 from .trial import ReleaseLostPlacementGroups, run_trial
-
 
 # A trial driver only waits on its trainer, so it takes no CPU (a full-CPU driver deadlocks a
 # 2-CPU machine; a sliver of one, which its workers gave up, kept one rank off every node whose
@@ -34,10 +33,7 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
 
     ref = ray.put(Arrays.of(data))  # once per sweep; workers on a node share it zero-copy
     res = cfg.resources
-    resources = {"workers": res.workers_per_trial, "gpus": res.gpus_per_worker,
-                 "cpus": res.cpus_per_worker,
-                 "threads": max(1, int(res.cpus_per_worker)), "max_failures": res.max_failures,
-                 "dashboard": p.dashboard, "lean": stock_reason() is None}
+    resources = TrialResources.of(res, p, lean=stock_reason() is None)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=[ref], run=RunDir(run.root.resolve()), resources=resources),
         DRIVER_RESOURCES,
@@ -53,7 +49,7 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(max_concurrent_trials=p.max_concurrent,
-                                        reuse_actors=resources["lean"] or not _stops_early(cfg),
+                                        reuse_actors=resources.lean or not _stops_early(cfg),
                                         trial_dirname_creator=lambda t: t.config["experiment"]["name"],
                                         trial_name_creator=lambda t: t.config["experiment"]["name"],
                                         **_search_args(cfg, p, run)),

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import augment
 from ..config import Experiment, TrainConfig
 from ..models import build_model
+from . import augment
 
 
 @dataclass

@@ -9,6 +9,7 @@ import os
 import socket
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -21,14 +22,33 @@ from torch.optim.swa_utils import AveragedModel
 from ..cluster import node_id
 from ..config import Experiment
 from ..run.io import write_text
-from .step import (Arrays, epoch_batches, initial_model, make_ema, make_optimizer, place, predict,
-                   resolve_precision, train_epoch)
-
+from .step import (Arrays, epoch_batches, initial_model, make_ema, make_optimizer, place, predict, resolve_precision,
+                   train_epoch)
 
 CHECKPOINT_FILE = "state.pt"
 
 
 TEST_FILES = ("test_index.npy", "test_probs.npy")  # a tested trial's rows and probabilities, beside it
+
+
+@dataclass(frozen=True)
+class WorkerArgs:
+    """What a trial's driver hands each of its Ray Train workers (Ray Train takes a dict: ``as_config``
+    wraps it, ``of`` unwraps it, so a renamed field fails here rather than reading as missing)."""
+
+    experiment: dict  # the recipe, as Experiment.model_dump(mode="json"); validated again in the worker
+    data: list  # [the ObjectRef of the sweep's Arrays]: in a list, so Ray hands over the reference
+    threads: int  # torch threads: the worker's CPUs
+    test: bool = True  # false in a search: the test split waits until the search picked its best
+    placement_group_file: Optional[str] = None  # rank 0 writes its placement group's id here
+    live_file: Optional[str] = None  # rank 0's place inside its epoch, for the progress lines
+
+    def as_config(self) -> dict:
+        return {"args": self}
+
+    @classmethod
+    def of(cls, config: dict) -> "WorkerArgs":
+        return config["args"]
 
 
 class LiveProgress:
@@ -57,18 +77,19 @@ class LiveProgress:
 
 def train_loop(config: dict) -> None:
     """Ray Train worker: train, report every epoch, evaluate the best epoch on test (unless
-    ``config["test"]`` is false: a search trial)."""
+    ``WorkerArgs.test`` is false: a search trial)."""
     import ray
     import ray.train
     import ray.train.torch as rtt
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if rank == 0 and config.get("placement_group_file"):
-        _record_placement_group(Path(config["placement_group_file"]))
-    torch.set_num_threads(max(1, int(config["threads"])))
-    exp = Experiment.model_validate(config["experiment"])
-    arrays: Arrays = ray.get(config["data"][0])  # zero-copy view of the node's object store
+    args = WorkerArgs.of(config)
+    if rank == 0 and args.placement_group_file:
+        _record_placement_group(Path(args.placement_group_file))
+    torch.set_num_threads(max(1, args.threads))
+    exp = Experiment.model_validate(args.experiment)
+    arrays: Arrays = ray.get(args.data[0])  # zero-copy view of the node's object store
     device = rtt.get_device()
     arrays = place(arrays, device)
     model = initial_model(exp, arrays, device)
@@ -82,7 +103,7 @@ def train_loop(config: dict) -> None:
     per_rank_batch = max(1, exp.train.batch_size // world)
     steps = len(epoch_batches(train_idx, per_rank_batch, 0, 0, rank, world))
     gen = torch.Generator().manual_seed(exp.train.seed * 1000 + rank)
-    live = LiveProgress(config.get("live_file") if rank == 0 else None, exp.train.epochs, world)
+    live = LiveProgress(args.live_file if rank == 0 else None, exp.train.epochs, world)
     for epoch in range(state["epoch"] + 1, exp.train.epochs + 1):
         gen.manual_seed(exp.train.seed * 100_003 + epoch * 1009 + rank)
         torch.manual_seed(exp.train.seed * 100_003 + epoch * 1009 + rank)  # dropout, mixup: a resumed epoch repeats
@@ -104,7 +125,7 @@ def train_loop(config: dict) -> None:
         state["history"] = state["history"] + [metrics]  # in the checkpoint: each epoch exactly once
         _report(metrics, state, model, opt, rank, ema=ema)
     where = _rank_nodes(world)
-    if config.get("test", True):
+    if args.test:
         _final_test(model, opt, arrays, state, device, rank, world, precision, where, exp.train.test_time_flip)
     else:  # a search trial: the test split stays untouched until the search has picked its best
         _report({"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
