@@ -257,6 +257,12 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read config file ({exc.__class__.__name__})") from None
     try:
         raw = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:  # a tag safe_load refuses: !!python/object and kin
+        mark = exc.problem_mark
+        found = re.search(r"tag '([^']+)'", exc.problem or "")
+        tag = found[1].replace("tag:yaml.org,2002:", "!!") if found else "?"
+        raise ConfigError(f"{path}: YAML tag {tag} at line {mark.line + 1}, column {mark.column + 1} is refused "
+                          "(only plain YAML is read)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -80,6 +80,16 @@ def _yaml_syntax(c: Ctx) -> list[str]:
     return c.submit
 
 
+def _unsafe_yaml(c: Ctx) -> list[str]:
+    c.cfg.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    return c.submit
+
+
+def _search(space: str) -> Callable[[Ctx], list[str]]:
+    """The tiny sweep with a search over ``space`` (one field: distribution)."""
+    return lambda c: [*c.submit, "--set", f"search={{space: {{{space}}}}}"]
+
+
 def _occlude_tampered(tamper: Callable[[Path], None]) -> Callable[[Ctx], list[str]]:
     """`cnnc occlude` on a copy of the finished run whose checkpoint ``tamper`` rewrote."""
     def argv(c: Ctx) -> list[str]:
@@ -145,6 +155,24 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
      "{tmp}/nope: no such run folder"),
     ("unreachable-address", lambda c: [*c.submit, "--address", "127.0.0.1:9"],
      "--address 127.0.0.1:9: no Ray cluster answers there (Connection refused)"),
+    ("unsafe-yaml", _unsafe_yaml,
+     "{cfg}: YAML tag !!python/object/apply:os.system at line 1, column 7 is refused (only plain YAML is read)"),
+    ("name-escapes-output", lambda c: [*c.submit, "--set", "name=../../etc"],
+     "{cfg}: name: use letters, digits, '.', '_' and '-' only (it names the run folder) (got '../../etc')"),
+    ("search-unknown-field", _search("train.lrate: {loguniform: [1.0e-4, 1.0e-2]}"),
+     "{cfg}: search.space.train.lrate: unknown field; did you mean 'train.lr'? valid: train.epochs, "
+     "train.batch_size, train.optimizer, train.lr, train.weight_decay, train.momentum, train.scheduler, "
+     "train.warmup_epochs, train.augmentation, train.crop_scale, train.color_jitter, train.mixup, train.cutmix, "
+     "train.ema, train.test_time_flip, train.batch_norm, train.dropout, train.label_smoothing, train.precision, "
+     "train.seed, conv_filters, fc_layers, max_pool, stride, kernel_size"),
+    ("search-empty-range", _search("train.lr: {loguniform: [1.0e-2, 1.0e-4]}"),
+     "{cfg}: search.space.train.lr.loguniform: empty range: low 0.01 must be below high 0.0001"),
+    ("search-wrong-distribution", _search("train.epochs: {uniform: [1, 3]}"),
+     "{cfg}: search.space.train.epochs.uniform: this field takes integers; use randint, or quniform with whole "
+     "numbers"),
+    ("search-value-invalid", _search("train.dropout: {uniform: [0.0, 1.5]}"),
+     "{cfg}: search.space.train.dropout.uniform: 1.5 is not a valid train.dropout for a (dropout: Input should be "
+     "less than 1 (got 1.5))"),
 ]
 TABLE = {case: (argv, message) for case, argv, message in CASES}
 
