@@ -17,6 +17,7 @@ from cnn_cluster.run.paths import RunDir
 from cnn_cluster.run.state import get_state
 from cnn_cluster.run.io import read_table
 
+from catalogue import documented
 from tiny import tiny_config
 from raycluster import RayCluster
 
@@ -55,7 +56,7 @@ def test_requests_without_the_token_are_refused(cluster):
         urllib.request.urlopen(f"{cluster.dashboard}/api/jobs/", timeout=10)
     assert err.value.code == 401
     r = _cnnc("status", "whatever", "--address", cluster.dashboard)
-    assert r.returncode == 2 and "refused" in r.stderr and "--token-file" in r.stderr
+    assert r.returncode == 2 and r.stderr == f"error: {documented('missing-token', ADDRESS=cluster.dashboard)}\n"
     assert "Traceback" not in r.stderr
     bad = cluster.root / "wrong_token"
     bad.write_text("0" * 64)
@@ -65,7 +66,8 @@ def test_requests_without_the_token_are_refused(cluster):
 
 def test_unknown_job_and_unreachable_address(cluster):
     r = _cnnc("status", "no-such-job", *_auth(cluster))
-    assert r.returncode == 2 and "no such job" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr == f"error: {documented('unknown-job', JOB='no-such-job', ADDRESS=cluster.dashboard)}\n"
     r = _cnnc("logs", "x", "--address", "http://127.0.0.1:9")
     assert r.returncode == 2 and "cannot reach" in r.stderr and "Traceback" not in r.stderr
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from cnn_cluster.cli import app
 
+from catalogue import documented
 from tiny import tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -256,6 +257,20 @@ def _files(root: Path) -> set[str]:
     return {str(p) for p in root.rglob("*")} if root else set()
 
 
+def test_every_row_is_checked_word_for_word():
+    """A row checked outside the catalogue cases names a test that compares with it (documented(ID))."""
+    sources = {p.name: p.read_text() for p in (REPO / "tests").glob("test_*.py")}
+    for row, test in _rows():
+        if test.startswith("`test_catalogue["):
+            continue
+        for ref in re.findall(r"`([^`]+)`", test):
+            file, _, name = ref.rpartition("::")
+            text = sources[Path(file).name] if file else sources["test_errors.py"]
+            body = text.split(f"def {name.split('[')[0]}(", 1)[1].split("\ndef ", 1)[0]
+            assert re.search(rf"documented\(['\"]{row}['\"]", body), f"{row}: {ref} does not compare with the row"
+        assert "..." not in _messages()[row], f"{row}: the message is not given in full"
+
+
 def test_every_catalogue_row_has_a_test():
     rows = _rows()
     assert len(rows) >= 20
@@ -293,7 +308,8 @@ def test_disk_full_keeps_earlier_results(finished_run, small_disk):
     result = runner.invoke(app, ["report", str(copy)])
     assert result.exit_code == 2, result.output
     line = result.output.strip()
-    assert line.startswith("error: ") and "No space left on device" in line and "earlier results are intact" in line
+    failed = line.removeprefix("error: ").split(": cannot write")[0]  # whichever write met the full disk
+    assert failed.startswith(str(copy / "report")) and line == f"error: {documented('disk-full', FILE=failed)}"
     assert len(line.splitlines()) == 1 and "Traceback" not in line
     assert {p.name: p.read_bytes() for p in copy.glob("*.parquet")} == before  # earlier results intact
     assert not [p for p in copy.rglob("*.tmp")], "a temporary file was left behind"

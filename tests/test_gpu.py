@@ -15,6 +15,7 @@ from cnn_cluster.config import validate
 from cnn_cluster.sweep.submit import submit
 from cnn_cluster.training.step import Arrays, autocast, gather, place, to_input
 
+from catalogue import documented
 from tiny import tiny_config
 
 HAS_GPU = torch.cuda.is_available()
@@ -47,7 +48,7 @@ def test_gpu_config_without_a_gpu_fails_before_ray_starts(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cnn_cluster.cli", "submit", str(cfg)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("error: resources.gpus_per_worker:") and "no CUDA GPU" in r.stderr
+    assert r.stderr == f"error: {documented('gpu-missing')}\n"
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()  # nothing written
 

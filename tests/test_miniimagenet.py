@@ -11,6 +11,7 @@ from cnn_cluster.data import open_packed
 from cnn_cluster.data.miniimagenet import detect, prepare
 from cnn_cluster.errors import CnncError
 from minifixtures import PER_CLASS, WNIDS, write_csv, write_evil_pickle, write_folders, write_parquet, write_pickle
+from catalogue import documented
 
 
 def _content(path):
@@ -153,8 +154,11 @@ def test_all_images_corrupt_writes_nothing(tmp_path):
 def test_malicious_pickle_is_refused_never_run(tmp_path):
     marker = tmp_path / "pwned"
     src = write_evil_pickle(tmp_path / "src", marker)
-    with pytest.raises(CnncError, match="unsafe or corrupt pickle.*posix.system|unsafe or corrupt pickle.*os.system"):
+    with pytest.raises(CnncError) as err:
         prepare(src, tmp_path / "out")
+    pickles = sorted(src.glob("*.pkl"))
+    assert any(str(err.value) == documented("malicious-pickle", FILE=str(p), GLOBAL=f"{name}.system")
+               for p in pickles for name in ("posix", "os", "nt")), str(err.value)
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 

@@ -16,6 +16,8 @@ from cnn_cluster.data import load_dataset, open_packed
 from cnn_cluster.data.boxes import apply_boxes
 from cnn_cluster.errors import CnncError
 
+from catalogue import documented
+
 CNNC = str(Path(sys.executable).with_name("cnnc"))
 FINCH = "n01532829"  # house finch: the sample's first class
 
@@ -82,10 +84,14 @@ def test_object_boxes_from_both_csv_formats_scale_with_the_image(sample_packed, 
 def test_bad_boxes_files_are_named(sample_packed, tmp_path, text, match):
     bad = tmp_path / "bad.csv"
     bad.write_text(text)
-    with pytest.raises(CnncError, match=match):
+    with pytest.raises(CnncError, match=match) as err:
         apply_boxes(open_packed(sample_packed), bad)
-    with pytest.raises(CnncError, match="does not exist"):
-        apply_boxes(open_packed(sample_packed), tmp_path / "missing.csv")
+    if "cannot read" in match:
+        assert str(err.value) == documented("bad-boxes", FILE=str(bad))
+    missing = tmp_path / "missing.csv"
+    with pytest.raises(CnncError) as err:
+        apply_boxes(open_packed(sample_packed), missing)
+    assert str(err.value) == documented("missing-boxes", FILE=str(missing))
 
 
 @pytest.mark.slow

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from catalogue import documented
+
 PACKAGE = Path(__file__).resolve().parent.parent / "cnn_cluster"
 SOURCES = {p: ast.parse(p.read_text()) for p in PACKAGE.rglob("*.py")}
 
@@ -102,9 +104,7 @@ def test_resume_refuses_a_group_writable_run_folder(tmp_path):
     (run / "tune").chmod(0o775)
     result = _resume(run)
     assert result.exit_code == 2
-    assert result.output == (f"error: {run / 'tune'}: writable by group or others (mode 775); resuming unpickles "
-                             f"this run folder: chmod -R go-w {run}, or resume with --trust-shared-run if everyone "
-                             "who can write it is trusted\n")
+    assert result.output == f"error: {documented('resume-shared-folder', RUN=str(run))}\n"
 
 
 def test_resume_refuses_a_world_writable_pickle(tmp_path):
@@ -127,9 +127,7 @@ def test_resume_refuses_a_pickle_owned_by_another_user(tmp_path):
     result = _resume(run)
     me = pwd.getpwuid(os.getuid()).pw_name
     assert result.exit_code == 2
-    assert result.output == (f"error: {state}: owned by nobody, not by you ({me}); resuming unpickles this run "
-                             f"folder, so it must be yours: chown -R {me} {run}, or resume with --trust-shared-run "
-                             "if everyone who can write it is trusted\n")
+    assert result.output == f"error: {documented('resume-foreign-file', RUN=str(run), ME=me)}\n"
 
 
 def test_the_override_lets_a_shared_folder_through_and_a_private_one_needs_none(tmp_path):
