@@ -252,15 +252,15 @@ def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")
     """Check a config without running it; print the experiments it expands to."""
     from .config import load_config
     from .data import expected_classes
-    from .models import shapes
+    from .models import experiment_shapes
 
     cfg = load_config(config, set_ or [])
-    size, exps, classes = cfg.data.image_size, cfg.resolved_experiments(), expected_classes(cfg.data)
-    for i, exp in enumerate(exps):
-        try:
-            s = shapes(exp.model, size, classes, exp.train.batch_norm)
-        except CnncError as exc:
-            raise CnncError(f"{config}: experiments.{i} ({exp.name}): {exc}") from None
+    exps = cfg.resolved_experiments()
+    try:
+        sizes = experiment_shapes(exps, cfg.data.image_size, expected_classes(cfg.data))
+    except CnncError as exc:
+        raise CnncError(f"{config}: {exc}") from None
+    for exp, s in zip(exps, sizes):
         typer.echo(f"{exp.name}: conv {list(exp.model.conv_filters)} fc {list(exp.model.fc_layers)} "
                    f"pool={'yes' if exp.model.max_pool else 'no'} stride {exp.model.stride} "
                    f"epochs {exp.train.epochs}: {s.params / 1e6:.2f}M params, {s.flops / 1e6:.0f} MFLOPs/image")

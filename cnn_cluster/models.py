@@ -90,6 +90,18 @@ class CNN(nn.Module):
         return self.head(self.features(x))
 
 
+def experiment_shapes(exps: list[Experiment], image_size: int, num_classes: int) -> list[Shapes]:
+    """Each experiment's shapes; the first that cannot be built raises naming ``experiments.<i>``
+    (the one check ``cnnc validate`` and a submission share)."""
+    out = []
+    for i, exp in enumerate(exps):
+        try:
+            out.append(shapes(exp.model, image_size, num_classes, exp.train.batch_norm))
+        except ConfigError as exc:
+            raise ConfigError(f"experiments.{i} ({exp.name}): {exc}") from None
+    return out
+
+
 def build_model(spec: Experiment | ModelConfig, num_classes: int, image_size: int) -> CNN:
     """The one way to build the study's CNN: from an experiment (its model fields, and the train
     fields that change the network: batch_norm, dropout), or from bare model fields (neither)."""

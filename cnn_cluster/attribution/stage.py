@@ -10,12 +10,13 @@ import shutil
 import time
 from typing import Optional, TextIO
 
-from ..config import OcclusionConfig, load_config
-from ..data import PackedDataset, open_packed
+from ..config import OcclusionConfig
+from ..data import PackedDataset
 from ..errors import CnncError
 from ..run.io import read_table, trial_predictions, write_table
 from ..run.paths import RunDir
 from ..run.schemas import OCCLUSION_SCHEMA
+from ..run.read import open_run_dataset
 from ..run.state import get_state, set_state
 
 
@@ -30,7 +31,7 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
     from .actors import check_window, run_occlusion
 
     state = get_state(run)
-    data = data or _run_dataset(run, state)
+    data = data or open_run_dataset(run, state)
     check_window(occ, data.image_size)
     known = [t["trial"] for t in read_table(run.trials) if t["status"] == "finished"]
     trial = trial or state.get("best")
@@ -48,14 +49,3 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
     # also when this finishes an occlusion stage whose driver was killed.
     set_state(run, "finished", occlusion_seconds=time.time() - t0, occlusion=occ.model_dump())
     return rows
-
-
-def _run_dataset(run: RunDir, state: dict) -> PackedDataset:
-    """The run's packed data, with its object boxes (the verdict needs them again)."""
-    data = open_packed(state.get("data_root") or state["dataset"]["root"])
-    boxes = load_config(run.config).data.boxes
-    if boxes is not None:
-        from ..data.boxes import apply_boxes
-
-        data = apply_boxes(data, boxes)
-    return data

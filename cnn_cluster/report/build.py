@@ -14,11 +14,11 @@ from typing import Optional
 
 import numpy as np
 
-from ..data import PackedDataset, open_packed
+from ..data import PackedDataset
 from ..errors import CnncError
 from ..run.io import write_text
 from ..run.paths import RunDir
-from ..run.read import RunData, read_run
+from ..run.read import RunData, open_run_dataset, read_run
 from . import figures, page
 from . import search as search_report
 from . import sections
@@ -72,7 +72,10 @@ def build_report(run: RunDir) -> Report:
     note = "\n\n`*` best validation accuracy; its test predictions feed the galleries.\n"
     write_text(files[0], f"# {rd.name}\n\n" + markdown_table(rows) + note)
     write_text(files[1], csv_table(trials))
-    data = _dataset(state)
+    try:
+        data: Optional[PackedDataset] = open_run_dataset(run, state, boxes=False)
+    except CnncError:  # moved or deleted since: the report goes on without pictures of it
+        data = None
     named = _figures(rd, data, out)
     notes = [] if state.get("state") == "finished" else [f"run state: {state.get('state', 'unknown')}; "
                                                          "the tables show what has finished"]
@@ -158,14 +161,6 @@ def occlusion_figures(occ: list[dict], data: PackedDataset, out: Path) -> list[P
     files.append(figures.occlusion_grid(grid[0], grid[1], grid[2], grid[3], occ[0]["window"], occ[0]["stride"],
                                         out / "occlusion.png", grid[4]))
     return files
-
-
-def _dataset(state: dict) -> Optional[PackedDataset]:
-    root = state.get("data_root") or (state.get("dataset") or {}).get("root")
-    try:
-        return open_packed(Path(root)) if root else None
-    except CnncError:
-        return None
 
 
 def _misclassified(preds: list[dict], data: PackedDataset, best: str, path: Path) -> Path:

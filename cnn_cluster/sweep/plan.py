@@ -11,7 +11,7 @@ from ..cluster import ClusterInfo
 from ..config import Experiment, ResourcesConfig, SweepConfig
 from ..data import PackedDataset
 from ..errors import CnncError
-from ..models import shapes
+from ..models import experiment_shapes
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,8 @@ def check_experiments(cfg: SweepConfig, data: PackedDataset) -> list[Experiment]
     """Every experiment against the data, before Ray starts: shapes and batch size."""
     exps = cfg.resolved_experiments()
     train_n = len(data.indices("train"))
+    experiment_shapes(exps, data.image_size, data.num_classes)
     for i, exp in enumerate(exps):
-        try:
-            shapes(exp.model, data.image_size, data.num_classes)
-        except CnncError as exc:
-            raise CnncError(f"experiments.{i} ({exp.name}): {exc}") from None
         if exp.train.batch_size > train_n:
             raise CnncError(f"experiments.{i} ({exp.name}): train.batch_size {exp.train.batch_size} is larger than "
                             f"the training split ({train_n} images)")
