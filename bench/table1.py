@@ -42,7 +42,8 @@ from cnn_cluster.study import reference_acc, study_row  # noqa: E402
 
 FULL = ROOT.parent / "shared" / "data" / "mini-imagenet-train"
 CNNC = Path(sys.executable).with_name("cnnc")
-EPOCH_LINE = re.compile(r"^(\S+): epoch (\d+)/(\d+)\s+loss \S+\s+train ([\d.]+)%\s+val ([\d.]+)%")
+# cnnc submit's line at an epoch's end: "[  1626s] exp1: epoch 6/10  loss 3.100  train 33.2%  val 31.1%  261 img/s"
+EPOCH_LINE = re.compile(r"^(?:\[\s*\d+s\]\s+)?(\S+): epoch (\d+)/(\d+)\s+loss \S+\s+train ([\d.]+)%\s+val ([\d.]+)%")
 
 
 def derived_config(config: Path, only: list[str], epochs: int | None, out: Path) -> Path:
@@ -108,6 +109,7 @@ def draw(curves: dict[str, dict[int, tuple[float, float]]], path: Path, study: d
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (name, by_epoch) in enumerate(sorted(curves.items())):
@@ -117,6 +119,7 @@ def draw(curves: dict[str, dict[int, tuple[float, float]]], path: Path, study: d
         ax.plot(epochs, [by_epoch[e][0] for e in epochs], ":", color=color, label=f"{name} train")
         if study and name in study:
             ax.axhline(study[name], color=color, lw=0.8, ls="--", label=f"{name} study (test)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Full mini-ImageNet: accuracy per epoch (dashed: the study's test accuracy)")

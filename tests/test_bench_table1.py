@@ -25,6 +25,12 @@ def test_table1_trains_through_cnnc_and_compares_with_the_study(sample_packed, t
     log, figure = Path(lines["log"]), Path(lines["figure"])
     assert re.search(r"^\[\s*\d+s\] exp1: epoch 1/1 .* val [\d.]+%", log.read_text(), re.M)
     assert figure.stat().st_size > 5000 and (run / "trials.parquet").is_file()
+    sys.path.insert(0, str(ROOT / "bench"))
+    from table1 import curves_from_log  # what the figure is drawn from
+
+    curves = curves_from_log(log)
+    assert list(curves) == ["exp1"] and list(curves["exp1"]) == [1]
+    assert curves["exp1"][1][1] == pytest.approx(float(lines["exp1_val_by_epoch"]), abs=0.05)
     assert (tmp_path / "sweep-improved-exp1-1ep.yaml").is_file()  # the sweep file as run, beside the results
 
 
