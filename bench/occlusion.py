@@ -66,7 +66,7 @@ def ray_rate(model, workers: int) -> float:
               "p_pred": 1.0} for i in data.indices("test")]
     cfg = OcclusionConfig(count=80, window=WINDOW, stride=STRIDE)
     t0 = time.perf_counter()
-    rows = run_occlusion(model, data, preds, cfg, "bench", workers=workers, out=open(os.devnull, "w"))
+    rows = run_occlusion(model, data, preds, cfg, "bench", workers=workers)
     return len(rows) / (time.perf_counter() - t0)
 
 

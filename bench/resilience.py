@@ -27,6 +27,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from tiny import tiny_config  # noqa: E402  (the suite's tiny sweep)
 
+from cnn_cluster.run.reports import EpochReport, parse  # noqa: E402
+
 CNNC = str(Path(sys.executable).with_name("cnnc"))
 EPOCHS = 4
 CONFIG = tiny_config(
@@ -45,7 +47,7 @@ def _reports(run: Path) -> dict[str, list[dict]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:  # a line being written
                 continue
-        out[f.parent.name] = [r for r in rows if r.get("final") == 0 and "epoch" in r]
+        out[f.parent.name] = [r for r in rows if isinstance(parse(r), EpochReport)]
     return out
 
 

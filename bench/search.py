@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CNNC_CACHE", str(Path(tempfile.gettempdir()) / "cnnc-bench-cache"))
 
+from cnn_cluster import logs  # noqa: E402
 from cnn_cluster.config import load_config  # noqa: E402
 from cnn_cluster.run.io import read_table  # noqa: E402
 from cnn_cluster.sweep.submit import submit  # noqa: E402
@@ -45,11 +46,12 @@ def part(config: str, out: Path, name: str, overrides: list[str]) -> tuple[list[
         f"data.root={SAMPLE}", f"output.root={out}", f"name={name}", "resources.workers_per_trial=1",
         "occlusion=null", *overrides])
     t0 = time.time()
-    outcome = submit(cfg, out=sys.stderr)
+    outcome = submit(cfg)
     return read_table(outcome.run.trials), time.time() - t0
 
 
 def main() -> None:
+    logs.configure(stream=sys.stderr)  # the sweep's lines to stderr: stdout keeps the name: value lines
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--samples", type=int, default=12)

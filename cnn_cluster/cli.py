@@ -19,8 +19,14 @@ _debug = {"on": False}
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and results.")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also the details behind each step.")] = False,
+          ) -> None:
+    from . import logs
+
     _debug["on"] = debug
+    logs.configure(logs.QUIET if quiet else logs.VERBOSE if verbose else logs.NORMAL)
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -289,13 +295,13 @@ def data_prepare(
     """Decode every image once into the packed format (idempotent)."""
     import json
 
-    from .data.miniimagenet import LAYOUTS, prepare, print_progress
+    from .data.miniimagenet import LAYOUTS, log_progress, prepare
 
     if fmt not in ("auto", *LAYOUTS):
         raise CnncError(f"--format: must be one of auto, {', '.join(LAYOUTS)} (got {fmt!r})")
     if image_size < 8:
         raise CnncError(f"--image-size: must be >= 8 (got {image_size})")
-    path, reused = prepare(source, out, image_size, fmt, seed=seed, progress=print_progress)
+    path, reused = prepare(source, out, image_size, fmt, seed=seed, progress=log_progress)
     if reused:
         typer.echo(f"{path}: already prepared from the same files and options; reused")
         return

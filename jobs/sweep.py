@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cnn_cluster
 
+from cnn_cluster import logs
 from cnn_cluster.errors import CnncError
 from cnn_cluster.run.folder import interruptible, prepare
 from cnn_cluster.sweep.submit import submit
@@ -45,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run folder")
     parser.add_argument("--trust-shared-run", action="store_true",
                         help="with --resume: resume a run folder others can write to (it is unpickled)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings, errors and results")
+    parser.add_argument("--verbose", "-v", action="store_true", help="also the details behind each step")
     args = parser.parse_args(argv)
+    logs.configure(logs.QUIET if args.quiet else logs.VERBOSE if args.verbose else logs.NORMAL)
     if args.config:
         args.config = str(Path(args.config).resolve())
     if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):

@@ -115,3 +115,29 @@ def test_the_layer_check_catches_ray_in_the_math(tmp_path):
     bad = tmp_path / "step.py"
     bad.write_text("def f():\n    import ray.train\n")
     assert _imports_ray(bad) and not _imports_ray(PACKAGE / "training" / "step.py")
+
+
+def _prints(path: Path) -> list[str]:
+    """Where ``path`` writes to the terminal itself: print() calls and sys.stdout/sys.stderr uses."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            found.append(f"{path.name}:{node.lineno} print()")
+        elif (isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr")
+              and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+            found.append(f"{path.name}:{node.lineno} sys.{node.attr}")
+    return found
+
+
+def test_the_library_logs_and_never_prints():
+    """Only the CLI (the edge) and the logging setup touch the terminal; everything else logs to
+    the ``cnnc`` hierarchy, which the CLI's --quiet/--verbose configure in one place."""
+    edge = {PACKAGE / "cli.py", PACKAGE / "logs.py"}
+    found = [hit for f in sorted(PACKAGE.rglob("*.py")) if f not in edge for hit in _prints(f)]
+    assert found == []
+
+
+def test_the_print_check_sees_print_and_sys_streams(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys\ndef f():\n    print('x')\n    sys.stderr.write('y')\n")
+    assert _prints(bad) == ["bad.py:3 print()", "bad.py:4 sys.stderr"]

@@ -63,7 +63,7 @@ def test_stock_and_lean_trainer_give_equal_epoch_tables(ray_local, tmp_path):
     from cnn_cluster.sweep.submit import submit
 
     cfg = tiny_config(tmp_path, train={"epochs": 2})
-    lean = submit(validate({**cfg, "output": {"root": str(tmp_path / "lean")}}), out=open(os.devnull, "w"))
+    lean = submit(validate({**cfg, "output": {"root": str(tmp_path / "lean")}}))
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({**cfg, "output": {"root": str(tmp_path / "stock")}}))
     r = subprocess.run([str(Path(sys.executable).with_name("cnnc")), "submit", str(path), "--no-dashboard",

@@ -168,7 +168,7 @@ def search_outcome(ray_local, tmp_path_factory) -> Outcome:
     tmp = tmp_path_factory.mktemp("search")
     path = tmp / "search.yaml"
     path.write_text(yaml.safe_dump(search_config(tmp)))
-    return submit(load_config(path), out=open(os.devnull, "w"))
+    return submit(load_config(path))
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,7 @@ def test_the_report_names_each_best_recipe_and_best_yaml_reproduces_it(searched,
     assert "Recipe search" in (searched / "report" / "index.html").read_text()
     cfg = load_config(searched / "report" / "best.yaml", [f"output.root={tmp_path / 'again'}"])
     assert cfg.search is None and [e.name for e in cfg.resolved_experiments()] == ["a", "b"]
-    outcome = submit(cfg, out=open(os.devnull, "w"))
+    outcome = submit(cfg)
     again = {t["trial"]: t for t in _trials(outcome.run.root)}
     for group, t in best.items():  # the same recipe and seed train to the same numbers
         assert again[group]["lr"] == t["lr"]

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, TextIO
+from typing import Callable, Optional
 
 import numpy as np
 import ray
 import torch
 
+from .. import logs
 from ..cluster import node_id
 from ..config import OcclusionConfig
 from ..data import PackedDataset
 from ..errors import CnncError
 from ..training.step import norm_stats, to_input
 from .occlusion import box_scores, grid_size, occlusion_map, resolve_method, select_images
+
+log = logs.get("attribution")
 
 
 @ray.remote
@@ -61,7 +63,7 @@ def plan_work(preds: list[dict], cfg: OcclusionConfig) -> list[tuple[int, int, i
 
 
 def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict], cfg: OcclusionConfig,
-                  trial: str, out: TextIO | None = None, workers: Optional[int] = None,
+                  trial: str, workers: Optional[int] = None,
                   parts: Optional[Callable[..., Path]] = None) -> list[dict]:
     """Map every chosen image on Ray workers; one row per (image, target class).
 
@@ -76,14 +78,13 @@ def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict]
             "precision": cfg.precision}
     results = _load_parts(parts, trial, work, cfg) if parts else {}
     todo = [i for i in range(len(work)) if i not in results]
-    say = (lambda text: print(text, file=out or sys.stdout, flush=True))
     if results:
-        say(f"occlusion: {len(results)} of {len(work)} maps kept from the interrupted run")
+        log.info(f"occlusion: {len(results)} of {len(work)} maps kept from the interrupted run")
     pool = _start_pool(model, data, workers or cfg.workers or _default_workers(len(todo)), bool(todo))
     pending = [pool[j % len(pool)].run.remote(i, data.images[[work[i][0]]], [work[i][2]], opts)
                for j, i in enumerate(todo)]
     t0 = time.time()
-    say(f"occlusion: {len(todo)} maps on {len(pool)} worker(s), window {cfg.window}, stride {cfg.stride}, "
+    log.info(f"occlusion: {len(todo)} maps on {len(pool)} worker(s), window {cfg.window}, stride {cfg.stride}, "
         f"fill {cfg.fill}, {method} path")
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
@@ -91,7 +92,7 @@ def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict]
         results[key] = (maps[0], float(clean[0]), where)
         if parts:
             _save_part(parts, trial, work[key], cfg, results[key])
-        say(f"[{time.time() - t0:5.1f}s] occlusion {len(results)}/{len(work)}: image {work[key][0]} "
+        log.info(f"[{time.time() - t0:5.1f}s] occlusion {len(results)}/{len(work)}: image {work[key][0]} "
             f"{data.class_names[work[key][2]]} ({work[key][3]} class) on {where[0]} (node {where[1]})")
     for a in pool:
         ray.kill(a)

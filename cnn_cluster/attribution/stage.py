@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import Optional, TextIO
+from typing import Optional
 
 from ..config import OcclusionConfig
 from ..data import PackedDataset
@@ -21,7 +21,7 @@ from ..run.state import get_state, set_state
 
 
 def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data: Optional[PackedDataset] = None,
-            out: TextIO | None = None, predictions: Optional[list[dict]] = None) -> list[dict]:
+            predictions: Optional[list[dict]] = None) -> list[dict]:
     """Map the chosen test images of ``trial`` (default: the best) and write occlusion.parquet.
 
     ``predictions``: the trial's test predictions where the caller holds them already.
@@ -42,7 +42,7 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
     model, _ = load_trained(run.checkpoint(trial), data.num_classes, data.image_size)
     t0 = time.time()
     preds = predictions if predictions is not None else trial_predictions(run, trial, data.labels)
-    rows = run_occlusion(model, data, preds, occ, trial, out=out, parts=run.occlusion_part)
+    rows = run_occlusion(model, data, preds, occ, trial, parts=run.occlusion_part)
     write_table(run.occlusion, rows, OCCLUSION_SCHEMA)
     shutil.rmtree(run.occlusion_parts, ignore_errors=True)
     # The sweep's tables exist (the trial was found in them), so with the maps the run is complete,

@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,14 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
+from .. import logs
 from ..config import DataConfig
 from ..errors import CnncError
 from .packed import SPLITS, byte_hist, is_packed, packing, stats_sample, stratified_split, write_meta
 from .safe_pickle import load as safe_load
 from .synthetic import cache_root
+
+log = logs.get("data")
 
 LAYOUTS = ("csv", "folders", "pickle", "parquet")
 LOOKED_FOR = ("csv (images/ with train.csv, val.csv, test.csv), folders (ROOT/<wnid>/*.jpg or "
@@ -342,6 +344,8 @@ def prepare(root: Path, out: Path, size: int = 84, fmt: str = "auto", fractions=
     # Splits depend only on the listing, so they (and the stats sample) are known
     # before decoding; only if an image fails are they worked out again.
     order, labels, split, rule = _labels_and_split(src.classes, src.splits, fractions, seed)
+    log.debug(f"{root}: {layout} layout, {len(src.items)} images in {len(order)} classes, "
+              f"{len(src.skipped)} entries skipped; packing {size}x{size} into {out}")
     with packing(out) as tmp:
         # Decode straight into the file that will be kept: no second pass over the pixels.
         images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (len(src.items), size, size, 3))
@@ -384,16 +388,21 @@ def prepare_cached(root: Path, cfg: DataConfig, out: Optional[Path] = None) -> P
     """``cnnc submit`` on a raw layout: prepare once into the cache, then reuse."""
     root = Path(root)
     dest = out or cache_root() / "prepared" / f"{root.resolve().name}-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]}"
-    path, reused = prepare(root, dest, cfg.image_size, cfg.format, cfg.split, cfg.seed, progress=print_progress)
+    path, reused = prepare(root, dest, cfg.image_size, cfg.format, cfg.split, cfg.seed, progress=log_progress)
     if not reused:
-        print(f"prepared {root} -> {path}", file=sys.stderr, flush=True)
+        log.info(f"prepared {root} -> {path}")
     return path
 
 
-def print_progress(done: int, total: int) -> None:
-    """A progress line to stderr, updated in place on a terminal, every ~5 % in a log."""
-    step = max(1, total // 20)
-    if done == total or done % step < 256 or sys.stderr.isatty():
-        end = "\n" if done == total or not sys.stderr.isatty() else "\r"
-        bar = "#" * int(30 * done / total)
-        print(f"decoding [{bar:<30}] {done}/{total} images", end=end, file=sys.stderr, flush=True)
+def log_progress(done: int, total: int) -> None:
+    """Decoding progress: a bar in the terminal's live block, or a logged line every ~5 % (a log)."""
+    bar = f"decoding [{'#' * int(30 * done / total):<30}] {done}/{total} images"
+    block = logs.live_block()
+    if done == total:
+        if block:
+            block.show([])
+        log.info(bar)
+    elif block:
+        block.show([bar])
+    elif done % max(1, total // 20) < 256:  # progress is called every 256 images
+        log.info(bar)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from ..errors import CnncError
 from .paths import RunDir
-from .schemas import EPOCH_COLUMNS
+from .reports import parse
 
 
 @contextlib.contextmanager
@@ -101,8 +101,7 @@ def read_history(run: RunDir, trial: str) -> list[dict]:
     path = run.history(trial)
     if not path.is_file():
         return []
-    return [{"trial": trial, **{c: (int(m[c]) if c == "epoch" else float(m[c])) for c in EPOCH_COLUMNS}}
-            for m in json.loads(path.read_text())]
+    return [parse(m).row(trial) for m in json.loads(path.read_text())]
 
 
 def drop_weights(run: RunDir) -> None:

@@ -1,11 +1,15 @@
-"""The Parquet schemas of a run folder's tables, and the one rule for a trial's status.
+"""The Parquet schemas of a run folder's tables; the trials' and epochs' columns generated from the
+config and the report types they hold.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pyarrow as pa
 
 from ..config import TrainConfig
+from .reports import EpochReport
 
 
 def _train_columns() -> list[tuple[str, pa.DataType]]:
@@ -48,15 +52,9 @@ TRIALS_SCHEMA = pa.schema([
 ])
 
 
-EPOCHS_SCHEMA = pa.schema([
+EPOCHS_SCHEMA = pa.schema([  # one row per (trial, epoch): an EpochReport, so the two cannot drift
     ("trial", pa.string()),
-    ("epoch", pa.int32()),
-    ("train_loss", pa.float64()),
-    ("train_acc", pa.float64()),
-    ("val_loss", pa.float64()),
-    ("val_acc", pa.float64()),
-    ("seconds", pa.float64()),
-    ("images_per_s", pa.float64()),
+    *((f.name, pa.int32() if f.type in (int, "int") else pa.float64()) for f in fields(EpochReport)),
 ])
 
 
@@ -96,5 +94,3 @@ PREDICTIONS_SCHEMA = pa.schema([
     ("top5", pa.list_(pa.int32())),
 ])
 
-
-EPOCH_COLUMNS = [f.name for f in EPOCHS_SCHEMA][1:]  # what a trial's history holds per epoch

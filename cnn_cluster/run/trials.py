@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
+from .reports import EpochReport, FinalReport, parse
+
 STATUSES = ("finished", "stopped", "failed")  # stopped: ended early by ASHA, in a search
 
 
-def trial_status(error: Any, last: dict) -> str:
+def trial_status(error: Any, last: Optional[dict]) -> str:
     """A trial's ``status``: finished (its final report came), stopped (ASHA ended it after an
     epoch), else failed; from Tune's error and the trial's last reported metrics."""
-    if error is None and last.get("final") == 1:
+    report = parse(last)
+    if error is None and isinstance(report, FinalReport):
         return "finished"
-    if error is None and not last.get("train_failed") and "val_acc" in last:
+    if error is None and isinstance(report, EpochReport):
         return "stopped"
     return "failed"
 

@@ -16,7 +16,7 @@ from ..data import PackedDataset
 from ..models import shapes
 from ..run.io import read_history, write_test_arrays
 from ..run.paths import RunDir
-from ..run.schemas import EPOCH_COLUMNS
+from ..run.reports import EpochReport, FailedReport, FinalReport, parse
 from ..run.trials import best_trial, by_experiment, trial_status
 from ..training.step import Arrays
 from .plan import Plan
@@ -84,42 +84,43 @@ def evaluate_on_test(run: RunDir, data: PackedDataset, trial: str) -> float:
 def _epoch_rows(name: str, result: Any) -> list[dict]:
     """A trial that did not finish: what Tune recorded of its epochs."""
     df = getattr(result, "metrics_dataframe", None) if result is not None else None
-    if df is None or df.empty or any(c not in df for c in EPOCH_COLUMNS):
+    if df is None or df.empty:
         return []
-    df = df[df.get("final", 0).fillna(0) == 0].dropna(subset=["val_acc"])
     # A worker restarted from a checkpoint re-reports nothing it had reported,
     # but a resumed driver may replay history: keep the last row of each epoch.
-    df = df.drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
-    return [{"trial": name, **{c: (int(r[c]) if c == "epoch" else float(r[c])) for c in EPOCH_COLUMNS}}
-            for _, r in df.iterrows()]
+    reports = {r.epoch: r for r in map(parse, df.to_dict("records")) if isinstance(r, EpochReport)}
+    return [reports[e].row(name) for e in sorted(reports)]
 
 
 def _trial_row(exp: Experiment, result: Any, epochs: list[dict], data: PackedDataset) -> dict:
     s = shapes(exp.model, data.image_size, data.num_classes, exp.train.batch_norm)
-    final = (result.metrics or {}) if result is not None else {}
+    metrics = (result.metrics or {}) if result is not None else {}
     error = None if result is None else result.error
-    status = trial_status(error, final) if result is not None else "failed"
-    ok = status == "finished"
+    status = trial_status(error, metrics) if result is not None else "failed"
+    report = parse(metrics)
+    final = report if status == "finished" and isinstance(report, FinalReport) else None
     best = max(epochs, key=lambda e: e["val_acc"], default=None) if status == "stopped" else None
+    where = report if isinstance(report, FinalReport) else None
     return {
         "trial": exp.name,
-        "trial_id": final.get("trial_id", ""),
+        "trial_id": metrics.get("trial_id", ""),  # Tune's own key on every result
         "status": status,
-        "error": None if status != "failed" else one_line(error) if error else final.get("error") or "did not finish",
+        "error": None if status != "failed" else one_line(error) if error else
+        report.error if isinstance(report, FailedReport) else "did not finish",
         **exp.model.model_dump(),
         "conv_layers": exp.model.conv_layers,
         **exp.train.model_dump(),
-        "precision": final.get("precision") or exp.train.precision,
+        "precision": where.precision if where and where.precision else exp.train.precision,
         "params": s.params,
         "flops": s.flops,
-        "best_epoch": final.get("best_epoch") if ok else best["epoch"] if best else None,
-        "val_acc": final.get("best_val_acc") if ok else best["val_acc"] if best else None,
+        "best_epoch": final.best_epoch if final else best["epoch"] if best else None,
+        "val_acc": final.best_val_acc if final else best["val_acc"] if best else None,
         "epochs_run": len(epochs),
-        "test_acc": final.get("test_acc") if ok else None,
+        "test_acc": final.test_acc if final else None,
         "train_seconds": float(sum(e["seconds"] for e in epochs)),
         "images_per_s": float(np.mean([e["images_per_s"] for e in epochs])) if epochs else None,
-        "node": final.get("node"),
-        "rank_nodes": final.get("rank_nodes"),
-        "rank_node_ids": final.get("rank_node_ids"),
-        "node_id": final.get("node_id"),
+        "node": where.node if where else metrics.get("node"),
+        "rank_nodes": where.rank_nodes if where and where.rank_nodes else None,
+        "rank_node_ids": where.rank_node_ids if where and where.rank_node_ids else None,
+        "node_id": where.node_id if where else metrics.get("node_id"),
     }

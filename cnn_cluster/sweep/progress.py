@@ -5,23 +5,27 @@ by rank 0, and every finish or failure, and prints one line for each instead of 
 and log flood. Inside an epoch it reads each running trial's live file (written by its rank 0 at
 most once a second, ``training.worker.LiveProgress``) and shows where it is, with ETAs from measured
 throughput: on a terminal one updating line per running trial, elsewhere (SLURM logs,
-``cnnc logs``, a pipe) one line per running trial every ``CNNC_PROGRESS_S`` seconds (15).
+``cnnc logs``, a pipe) one line per running trial every ``CNNC_PROGRESS_S`` seconds (15). Lines go
+to the ``cnnc.progress`` logger; the terminal's live block is the handler's (``logs``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, TextIO
+from typing import Any
 
 from ray.tune import Callback
 
+from .. import logs
 from ..run.paths import RunDir
+from ..run.reports import EpochReport, FailedReport, FinalReport, parse
 from ..run.trials import count_statuses, trial_status
 
+log = logs.get("progress")
 INTERVAL_S = 15.0  # periodic lines: often enough to see a trial move, rare enough not to flood a log
 
 
@@ -32,10 +36,8 @@ class TrialPlan:
 
 
 class Progress(Callback):
-    def __init__(self, trials: dict[str, TrialPlan], run: RunDir, concurrent: int, train_images: int,
-                 out: TextIO | None = None):
+    def __init__(self, trials: dict[str, TrialPlan], run: RunDir, concurrent: int, train_images: int):
         self.trials, self.run, self.concurrent, self.train_images = trials, run, concurrent, train_images
-        self.out = out
         self.setup()
 
     def setup(self, **info: Any) -> None:
@@ -46,59 +48,55 @@ class Progress(Callback):
         self.t0 = time.time()
         self.last_read = self.last_line = time.time()
         self.interval = float(os.environ.get("CNNC_PROGRESS_S", INTERVAL_S))
-        self.display: Optional[_Display] = None
-
-    def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
-        return {**self.__dict__, "out": None, "display": None}
 
     # ----------------------------------------------------------------------- events
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.state[self._name(trial)] = "running"
-        self._print(f"{self._name(trial)}: started  | {self._counts()}")
+        self._say(f"{self._name(trial)}: started  | {self._counts()}")
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._print(f"{self._name(trial)}: restarting from its last checkpoint")
+        self._say(f"{self._name(trial)}: restarting from its last checkpoint")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.state[self._name(trial)] = "pending"
-        self._print(f"{self._name(trial)}: its driver process was lost; starting it again from its last checkpoint")
+        self._say(f"{self._name(trial)}: its driver process was lost; starting it again from its last checkpoint")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        name = self._name(trial)
-        if result.get("restored"):
-            self._print(f"{name}: finished before the interruption; not run again")
-        elif result.get("train_failed"):
+        name, report = self._name(trial), parse(result)
+        if isinstance(report, FinalReport) and report.restored:
+            self._say(f"{name}: finished before the interruption; not run again")
+        elif isinstance(report, FailedReport):
             self.state[name] = "failed"
-            self._print(f"{name}: FAILED: {result.get('error')}")
-        elif result.get("final") and "test_acc" not in result:  # a search trial: validation only
-            self._print(f"{name}: done, best val {100 * result['best_val_acc']:.1f}% (epoch {result['best_epoch']})")
-        elif result.get("final"):
-            self._print(f"{name}: test accuracy {100 * result['test_acc']:.1f}% "
-                        f"(best epoch {result['best_epoch']}, val {100 * result['best_val_acc']:.1f}%)")
-        else:
+            self._say(f"{name}: FAILED: {report.error}", logging.WARNING)
+        elif isinstance(report, FinalReport) and not report.tested:  # a search trial: validation only
+            self._say(f"{name}: done, best val {100 * report.best_val_acc:.1f}% (epoch {report.best_epoch})")
+        elif isinstance(report, FinalReport):
+            self._say(f"{name}: test accuracy {100 * report.test_acc:.1f}% "
+                      f"(best epoch {report.best_epoch}, val {100 * report.best_val_acc:.1f}%)")
+        elif isinstance(report, EpochReport):
             self.live.pop(name, None)  # the epoch's end says more than its last batch
-            self._print(f"{name}: epoch {result['epoch']}/{self.trials[name].epochs}  "
-                        f"loss {result['train_loss']:.3f}  train {100 * result['train_acc']:.1f}%  "
-                        f"val {100 * result['val_acc']:.1f}%  {result['images_per_s']:.0f} img/s")
+            self._say(f"{name}: epoch {report.epoch}/{self.trials[name].epochs}  "
+                      f"loss {report.train_loss:.3f}  train {100 * report.train_acc:.1f}%  "
+                      f"val {100 * report.val_acc:.1f}%  {report.images_per_s:.0f} img/s")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         name = self._name(trial)
         self.live.pop(name, None)
-        if (trial.last_result or {}).get("train_failed"):
-            self._print(f"{name}: done, failed (see trials.parquet) | {self._counts()}")
+        last = parse(trial.last_result)
+        if isinstance(last, FailedReport):
+            self._say(f"{name}: done, failed (see trials.parquet) | {self._counts()}", logging.WARNING)
             return
-        last = trial.last_result or {}
-        self.state[name] = trial_status(None, last)  # completed: Tune saw no error
+        self.state[name] = trial_status(None, trial.last_result)  # completed: Tune saw no error
         if self.state[name] == "stopped":
-            self._print(f"{name}: stopped by ASHA after epoch {last['epoch']} | {self._counts()}")
+            self._say(f"{name}: stopped by ASHA after epoch {last.epoch} | {self._counts()}")
             return
-        self._print(f"{name}: {self.state[name]} | {self._counts()}")
+        self._say(f"{name}: {self.state[name]} | {self._counts()}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.state[self._name(trial)] = "failed"
         self.live.pop(self._name(trial), None)
-        self._print(f"{self._name(trial)}: FAILED (see trials.parquet) | {self._counts()}")
+        self._say(f"{self._name(trial)}: FAILED (see trials.parquet) | {self._counts()}", logging.WARNING)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """Between Tune's events (every ~0.1 s): the running trials' places inside their epochs."""
@@ -108,17 +106,19 @@ class Progress(Callback):
         self.last_read = now
         self._read_live()
         lines = [self.live_line(n) for n in self.trials if n in self.live]
-        if self._terminal():
-            self.display.show(lines)
+        block = logs.live_block()
+        if block:
+            block.show(lines)
         elif lines and now - self.last_line >= self.interval:
             for line in lines:
-                self._print(line)
+                self._say(line)
 
     def close(self, seconds: float, counts: dict[str, int]) -> None:
         text = " ".join(f"{k} {v}" for k, v in counts.items())
-        self._print(f"sweep done in {seconds:.0f}s | {text}")
-        if self.display:
-            self.display.show([])
+        self._say(f"sweep done in {seconds:.0f}s | {text}")
+        block = logs.live_block()
+        if block:
+            block.show([])
 
     # ----------------------------------------------------------------------- live lines
 
@@ -168,53 +168,9 @@ class Progress(Callback):
         counts = count_statuses(self.state.values(), ("pending", "running", "finished", "stopped", "failed"))
         return " ".join(f"{s} {n}" for s, n in counts.items())
 
-    def _terminal(self) -> bool:
-        out = self.out or sys.stdout
-        if self.display is None and getattr(out, "isatty", lambda: False)():
-            self.display = _Display(out)
-        return self.display is not None
-
     def _print(self, text: str) -> None:
-        out = self.out or sys.stdout
-        line = f"[{time.time() - self.t0:6.0f}s] {text}"
         self.last_line = time.time()
-        if self._terminal():
-            self.display.print(line)
-        else:
-            print(line, file=out, flush=True)
-
-
-class _Display:
-    """A block of updating lines at the bottom of a terminal (one per running trial), with the
-    event lines printed above it: ANSI erase-and-redraw, nothing once stdout is not a terminal."""
-
-    def __init__(self, out: TextIO):
-        self.out, self.lines = out, []
-
-    def _erase(self) -> str:
-        return "".join("\x1b[1A\x1b[2K" for _ in self.lines)  # up one line, clear it
-
-    def _draw(self) -> str:
-        width = _width(self.out)
-        return "".join(f"{line[:width - 1]}\n" for line in self.lines)
-
-    def show(self, lines: list[str]) -> None:
-        if lines == self.lines:
-            return
-        erase, self.lines = self._erase(), lines
-        self.out.write(erase + self._draw())
-        self.out.flush()
-
-    def print(self, line: str) -> None:
-        self.out.write(self._erase() + line + "\n" + self._draw())
-        self.out.flush()
-
-
-def _width(out: TextIO) -> int:
-    try:
-        return os.get_terminal_size(out.fileno()).columns
-    except (OSError, ValueError, AttributeError):
-        return 120
+        log.info(f"[{time.time() - self.t0:6.0f}s] {text}")
 
 
 def _duration(seconds: float) -> str:

@@ -7,11 +7,11 @@ can host the sweep, so a refused submission writes nothing.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
-from typing import Optional, TextIO
+from typing import Optional
 
+from .. import logs
 from ..attribution.stage import occlude
 from ..cluster import check_local_gpus, ensure_ray, ray_is_running
 from ..config import SweepConfig, dump_config
@@ -25,6 +25,8 @@ from ..run.schemas import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
 from ..run.state import get_state, set_state
 from ..run.trials import count_statuses, counts_text
 from ..training.ray_compat import stock_reason
+
+log = logs.get("sweep")
 
 
 @dataclass(frozen=True)
@@ -51,15 +53,16 @@ class Outcome:
 
 
 def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False, num_cpus: Optional[int] = None,
-           dashboard: bool = False, address: Optional[str] = None, out: TextIO | None = None,
+           dashboard: bool = False, address: Optional[str] = None,
            dashboard_host: str = "127.0.0.1") -> Outcome:
     """Run a sweep (or resume one) and write its tables; returns where they are."""
     from .collect import collect
     from .plan import check_experiments, plan_concurrency
     from .tuner import run_sweep
 
-    say = _printer(out)
     data = load_dataset(cfg.data)
+    log.debug(f"dataset {data.root}: {data.num_classes} classes, "
+              + ", ".join(f"{s} {len(data.indices(s))}" for s in ("train", "val", "test")) + " images")
     exps = check_experiments(cfg, data)
     if cfg.occlusion:
         from ..attribution.actors import check_window
@@ -70,6 +73,8 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     stock = stock_reason()  # Ray's private names, checked before Ray starts
     cluster = ensure_ray(num_cpus=num_cpus, dashboard=dashboard, address=address, dashboard_host=dashboard_host)
     p = plan_concurrency(cfg, exps, cluster)
+    log.debug(f"Ray: {'attached to ' + address if address else 'this process'}, {cluster.cpus:g} CPUs; per trial "
+              f"{p.cpus_per_trial:g} CPUs, {p.gpus_per_trial:g} GPUs; at most {p.max_concurrent} at a time")
     if run is None:
         run = new_run_dir(cfg)
     if not resume:
@@ -79,16 +84,16 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     write_text(run.config, dump_config(cfg))
     set_state(run, "running", started=get_state(run).get("started", time.time()), versions=provenance.versions(),
               hardware=provenance.hardware(cluster), dataset=provenance.dataset(data))
-    say(f"run folder: {run.root}")
+    log.info(f"run folder: {run.root}")
     if cfg.search:
-        say(f"recipe search: {cfg.search.num_samples} {cfg.search.algorithm} recipes per experiment, scheduler "
+        log.info(f"recipe search: {cfg.search.num_samples} {cfg.search.algorithm} recipes per experiment, scheduler "
             f"{cfg.search.scheduler}; only each experiment's best trial meets the test split")
-    say(f"{len(exps)} experiments on {cluster.nodes} node(s), {cluster.cpus:g} CPUs, {cluster.gpus:g} GPUs; "
+    log.info(f"{len(exps)} experiments on {cluster.nodes} node(s), {cluster.cpus:g} CPUs, {cluster.gpus:g} GPUs; "
         f"{p.max_concurrent} trial(s) at a time, {cfg.resources.workers_per_trial} worker(s) each")
     if cluster.dashboard_url:
-        say(f"Ray dashboard: {cluster.dashboard_url}")
+        log.info(f"Ray dashboard: {cluster.dashboard_url}")
     if stock:
-        say(f"trials run on Ray's stock TorchTrainer ({stock}): same results, a slower start")
+        log.info(f"trials run on Ray's stock TorchTrainer ({stock}): same results, a slower start")
     t0 = time.time()
     try:
         grid = run_sweep(cfg, p, data, run, resume=resume)
@@ -108,17 +113,12 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
               sweep_seconds=prior + time.time() - t0, data_root=str(data.root))
     if best and cfg.occlusion:
         try:
-            occlude(run, cfg.occlusion, data=data, out=out, predictions=preds)
+            occlude(run, cfg.occlusion, data=data, predictions=preds)
         except CnncError as exc:  # the sweep's results stand; say why there are no maps
-            say(f"occlusion skipped: {exc}")
+            log.warning(f"occlusion skipped: {exc}")
             set_state(run, "finished", occlusion_skipped=str(exc))
         set_state(run, "finished")
     if not cfg.output.keep_checkpoints:  # after the occlusion stage, the last reader of the weights
         drop_weights(run)
     return Outcome(run, best, tuple(status))
 
-
-def _printer(out: TextIO | None):
-    def say(text: str) -> None:
-        print(text, file=out or sys.stdout, flush=True)
-    return say

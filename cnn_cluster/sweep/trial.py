@@ -19,6 +19,7 @@ from ray import tune
 
 from ..run.io import atomic_path, write_json, write_test_arrays
 from ..run.paths import RunDir
+from ..run.reports import FailedReport, parse
 from ..training.worker import CHECKPOINT_FILE, TEST_FILES, WorkerArgs, train_loop
 from .plan import TrialResources
 
@@ -38,7 +39,7 @@ def run_trial(config: dict, data: list, run: RunDir, resources: TrialResources) 
     exp = config["experiment"]
     done = run.final(exp["name"])
     if done.is_file():  # finished before the driver was killed: report it, train nothing
-        tune.report({**json.loads(done.read_text()), "restored": 1})
+        tune.report(parse(json.loads(done.read_text())).as_restored().to_metrics())
         return
     trial_id = tune.get_context().get_trial_id()
     trainer = make_trainer(
@@ -63,7 +64,7 @@ def run_trial(config: dict, data: list, run: RunDir, resources: TrialResources) 
     try:
         result = trainer.fit()
     except TrainingFailedError as exc:  # workers failed too often: a failed trial, not a lost driver
-        tune.report({"final": 0, "train_failed": 1, "error": one_line(exc)})
+        tune.report(FailedReport(one_line(exc)).to_metrics())
         return
     _keep_best(result.checkpoint.path, run, exp, result.metrics)
     # Its outputs are in checkpoints/ now: Train's storage (model, optimizer, best weights) goes.

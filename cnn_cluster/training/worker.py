@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from ..cluster import node_id
 from ..config import Experiment
 from ..run.io import write_text
+from ..run.reports import EpochReport, FinalReport
 from .step import (Arrays, epoch_batches, initial_model, make_ema, make_optimizer, place, predict, resolve_precision,
                    train_epoch)
 
@@ -115,22 +116,22 @@ def train_loop(config: dict) -> None:
         train_s = time.perf_counter() - t0
         tr = _all_sum([loss, correct, seen], device)
         va = _evaluate(scored, arrays, val_idx[rank::world], device, precision, exp.train.test_time_flip)
-        metrics = {"epoch": epoch, "train_loss": tr[0] / tr[2], "train_acc": tr[1] / tr[2],
-                   "val_loss": va[0] / max(va[2], 1), "val_acc": va[1] / max(va[2], 1),
-                   "seconds": time.perf_counter() - t0, "images_per_s": tr[2] / train_s, "final": 0}
-        if metrics["val_acc"] > state["best_val_acc"] or state["best_epoch"] == 0:
-            state.update(best_val_acc=metrics["val_acc"], best_epoch=epoch,
+        report = EpochReport(epoch=epoch, train_loss=tr[0] / tr[2], train_acc=tr[1] / tr[2],
+                             val_loss=va[0] / max(va[2], 1), val_acc=va[1] / max(va[2], 1),
+                             seconds=time.perf_counter() - t0, images_per_s=tr[2] / train_s)
+        if report.val_acc > state["best_val_acc"] or state["best_epoch"] == 0:
+            state.update(best_val_acc=report.val_acc, best_epoch=epoch,
                          best_model={k: v.detach().cpu().clone() for k, v in scored.state_dict().items()})
         state["epoch"] = epoch
-        state["history"] = state["history"] + [metrics]  # in the checkpoint: each epoch exactly once
-        _report(metrics, state, model, opt, rank, ema=ema)
+        state["history"] = state["history"] + [report.to_metrics()]  # in the checkpoint: each epoch exactly once
+        _report(report.to_metrics(), state, model, opt, rank, ema=ema)
     where = _rank_nodes(world)
     if args.test:
         _final_test(model, opt, arrays, state, device, rank, world, precision, where, exp.train.test_time_flip)
     else:  # a search trial: the test split stays untouched until the search has picked its best
-        _report({"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
-                 "best_val_acc": state["best_val_acc"], "val_acc": state["best_val_acc"], "precision": precision,
-                 **where}, state, model, opt, rank)
+        final = FinalReport(epoch=state["epoch"], best_epoch=state["best_epoch"], best_val_acc=state["best_val_acc"],
+                            precision=precision, **where)
+        _report(final.to_metrics(), state, model, opt, rank)
 
 
 def _rank_nodes(world: int) -> dict[str, list[str]]:
@@ -222,7 +223,6 @@ def _final_test(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, st
     order = np.argsort(idx)
     idx, allp = idx[order], allp[order]
     correct = int((allp.argmax(1) == arrays.labels[idx]).sum()) if len(idx) else 0
-    metrics = {"epoch": state["epoch"], "final": 1, "best_epoch": state["best_epoch"],
-               "best_val_acc": state["best_val_acc"], "test_acc": correct / max(len(idx), 1),
-               "test_images": len(idx), "precision": precision, **where}
-    _report(metrics, state, model, opt, rank, extra=dict(zip(TEST_FILES, (idx, allp.astype(np.float32)))))
+    final = FinalReport(epoch=state["epoch"], best_epoch=state["best_epoch"], best_val_acc=state["best_val_acc"],
+                        test_acc=correct / max(len(idx), 1), test_images=len(idx), precision=precision, **where)
+    _report(final.to_metrics(), state, model, opt, rank, extra=dict(zip(TEST_FILES, (idx, allp.astype(np.float32)))))
