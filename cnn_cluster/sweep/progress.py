@@ -168,9 +168,9 @@ class Progress(Callback):
         counts = count_statuses(self.state.values(), ("pending", "running", "finished", "stopped", "failed"))
         return " ".join(f"{s} {n}" for s, n in counts.items())
 
-    def _print(self, text: str) -> None:
+    def _say(self, text: str, level: int = logging.INFO) -> None:
         self.last_line = time.time()
-        log.info(f"[{time.time() - self.t0:6.0f}s] {text}")
+        log.log(level, f"[{time.time() - self.t0:6.0f}s] {text}")
 
 
 def _duration(seconds: float) -> str:
