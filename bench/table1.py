@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,9 @@ def run_submit(args: list[str], out: Path, study: dict[str, float], run: RunDir 
     fh = None
     with subprocess.Popen([str(CNNC), "submit", *args, "--no-dashboard"], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        # `kill` of this script reaches cnnc submit too (it records the run interrupted, for --resume),
+        # where it would otherwise leave the sweep training in the background
+        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         for line in proc.stdout:
             sys.stdout.write(line)
             sys.stdout.flush()

@@ -9,7 +9,8 @@ import torch
 from cnn_cluster.training import augment
 from cnn_cluster.config import Experiment, ModelConfig, TrainConfig, validate
 from cnn_cluster.errors import ConfigError
-from cnn_cluster.training.step import Arrays, epoch_batches, initial_model, make_ema, make_optimizer, train_epoch
+from cnn_cluster.training.step import (Arrays, ema_decay, epoch_batches, initial_model, make_ema, make_optimizer,
+                                       train_epoch)
 
 CPU = torch.device("cpu")
 
@@ -141,11 +142,22 @@ def test_ema_follows_the_weights_step_by_step():
     train_epoch(model, opt, arrays, batches, cfg, 0, 3, CPU, torch.Generator().manual_seed(0),
                 on_batch=lambda *_: after.append([p.detach().clone() for p in model.parameters()]), ema=ema)
     expected = after[0]  # the first update copies the weights
-    for step in after[1:]:
-        expected = [0.9 * e + 0.1 * p for e, p in zip(expected, step)]
+    for n, step in enumerate(after[1:], start=1):  # then the warmed-up decay: 2/11, 3/12, ... up to 0.9
+        d = ema_decay(0.9, n)
+        expected = [d * e + (1 - d) * p for e, p in zip(expected, step)]
     for e, p, m in zip(expected, ema.module.parameters(), model.parameters()):
         assert torch.allclose(e, p, atol=1e-6) and not torch.equal(p, m)
     assert make_ema(model, TrainConfig()) is None
+
+
+def test_ema_forgets_the_random_initial_weights_within_a_few_hundred_steps():
+    """The warm-up: a constant 0.999 would keep 0.999^n of the initial weights (82 % after 200 steps)."""
+    assert [round(ema_decay(0.999, n), 4) for n in (1, 10, 90)] == [0.1818, 0.55, 0.91]
+    assert ema_decay(0.999, 100_000) == 0.999
+    kept = 1.0
+    for n in range(1, 200):
+        kept *= ema_decay(0.999, n)
+    assert kept < 1e-3
 
 
 def test_sgd_is_nesterov_with_the_configured_momentum():

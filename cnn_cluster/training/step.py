@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ..config import Experiment, TrainConfig
 from ..models import build_model
@@ -142,10 +142,26 @@ def epoch_batches(indices: np.ndarray, batch: int, seed: int, epoch: int, rank: 
 
 def make_ema(model: nn.Module, cfg: TrainConfig) -> Optional[AveragedModel]:
     """The exponential moving average of the weights (and batch-norm buffers) that validation and test
-    use, when ``cfg.ema`` > 0: torch's own ``AveragedModel`` with its EMA rule."""
+    use, when ``cfg.ema`` > 0: torch's own ``AveragedModel``, with the decay warmed up."""
     if cfg.ema <= 0:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=ema_warmup(cfg.ema), use_buffers=True)
+
+
+def ema_decay(decay: float, updates: int) -> float:
+    """The decay of the ``updates``-th update (0 first): ``min(decay, (1 + n) / (10 + n))``, the
+    warm-up of TensorFlow's and timm's EMA. A constant 0.999 would keep 0.999^n of the random initial
+    weights: 53 % after a full-data epoch of 625 steps, which cost the search's first EMA trials
+    20 points of validation accuracy at epoch 2; warmed up, the initial weights are gone in ~100 steps."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def ema_warmup(decay: float) -> Callable:
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        weight = 1.0 - ema_decay(decay, int(num_averaged))
+        for a, c in zip(averaged, current):
+            a.lerp_(c, weight)
+    return update
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, arrays: Arrays, batches: list[np.ndarray],
