@@ -202,3 +202,13 @@ def test_test_time_flip_scores_an_image_and_its_mirror_alike():
     plain = [predict(model, a, idx, CPU) for a in (arrays, mirrored)]
     assert torch.allclose(both[0], both[1], atol=1e-6) and not torch.allclose(plain[0], plain[1], atol=1e-4)
     assert torch.allclose(both[0], (plain[0] + plain[1]) / 2, atol=1e-6)
+
+
+def test_ema_averages_a_batch_norm_model():
+    """Batch norm's buffers are averaged too; its integer batch count is copied, not interpolated."""
+    cfg = TrainConfig(batch_size=16, lr=0.01, ema=0.99, batch_norm=True, precision="fp32")
+    model, opt, arrays, batches = _tiny(cfg)
+    ema = make_ema(model, cfg)
+    train_epoch(model, opt, arrays, batches, cfg, 0, 3, CPU, torch.Generator().manual_seed(0), ema=ema)
+    counts = [b for n, b in ema.module.named_buffers() if n.endswith("num_batches_tracked")]
+    assert counts and all(int(c) == len(batches) for c in counts)

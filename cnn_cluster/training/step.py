@@ -160,7 +160,10 @@ def ema_warmup(decay: float) -> Callable:
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
         weight = 1.0 - ema_decay(decay, int(num_averaged))
         for a, c in zip(averaged, current):
-            a.lerp_(c, weight)
+            if a.is_floating_point():
+                a.lerp_(c, weight)
+            else:  # batch norm's num_batches_tracked: a count, not a weight to average
+                a.copy_(c)
     return update
 
 
