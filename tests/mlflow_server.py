@@ -3,6 +3,7 @@ port; started and stopped by PID (never by name)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -32,7 +33,9 @@ class MlflowServer:
             [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
              "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # no job runner: its nine worker processes (~2 GB) serve MLflow's GenAI jobs, not tracking
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -48,7 +51,6 @@ class MlflowServer:
 
     def stop(self) -> None:
         """The server and its workers (its own session), killed: as a crashed server would go."""
-        import os
         import signal
 
         if self.proc is not None and self.proc.poll() is None:
