@@ -80,6 +80,7 @@ def submit(
     from .remote import is_jobs_address, use_token
     from .run.folder import interruptible, prepare
     from .sweep.submit import submit as run_submit
+    from .tracking.send import finish as finish_tracking
 
     use_token(token_file)
     if is_jobs_address(address):
@@ -97,6 +98,7 @@ def submit(
     typer.echo(f"results: {outcome.run.root}  ({outcome.counts()})")
     if report and outcome.best:
         _print_report(outcome.run.root)
+    finish_tracking(outcome.run, cfg.tracking)  # after the report: its page goes to the trackers too
     if outcome.failed and not outcome.best:
         raise typer.Exit(1)
 
@@ -199,6 +201,33 @@ def report_cmd(
         typer.echo(f"comparison page: {path}")
 
 
+@app.command()
+@_friendly
+def track(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder, finished or interrupted.")],
+    mlflow: Annotated[Optional[str], typer.Option(
+        "--mlflow", metavar="URI", help="An MLflow server (http://HOST:PORT) or store (file:, sqlite:).")] = None,
+    mlflow_experiment: Annotated[Optional[str], typer.Option(help="The MLflow experiment (default: the run's "
+                                                                   "tracking section's, else cnnc).")] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write RUN/tensorboard/ event files.")] = False,
+    wandb: Annotated[bool, typer.Option("--wandb", help="Weights & Biases (the run's wandb settings, else "
+                                                        "offline, project cnnc).")] = False,
+) -> None:
+    """Send a run's tables to experiment trackers, after the fact.
+
+    What a tracker holds already is not sent again, so a run tracked live (or half-sent while a server
+    was down) is completed, not duplicated. Without options: the run's own tracking section.
+    """
+    from .run.paths import open_run
+    from .tracking.send import track_run
+
+    run = open_run(run_dir)
+    failed = track_run(run, mlflow=mlflow, mlflow_experiment=mlflow_experiment, tensorboard=tensorboard,
+                       wandb=wandb)
+    if failed:
+        raise typer.Exit(1)
+
+
 def _print_report(run_dir: Path) -> None:
     from .report.build import build_report
     from .run.paths import open_run
@@ -259,8 +288,10 @@ def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")
     from .config import load_config
     from .data import expected_classes
     from .models import experiment_shapes
+    from .tracking.check import check_tracking
 
     cfg = load_config(config, set_ or [])
+    check_tracking(cfg.tracking)
     exps = cfg.resolved_experiments()
     try:
         sizes = experiment_shapes(exps, cfg.data.image_size, expected_classes(cfg.data))
@@ -275,6 +306,8 @@ def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")
         typer.echo(f"search: {s_.num_samples} {s_.algorithm} recipes per experiment ({n * s_.num_samples} trials, at "
                    f"most {sum(e.train.epochs for e in exps) * s_.num_samples} epochs), scheduler {s_.scheduler}, "
                    f"over {', '.join(s_.space)}")
+    trackers = [name for name in ("tensorboard", "mlflow", "wandb") if getattr(cfg.tracking, name)]
+    typer.echo(f"tracking: {', '.join(trackers) or 'none'}")
     typer.echo(f"{config}: ok")
 
 

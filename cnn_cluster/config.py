@@ -12,6 +12,7 @@ import difflib
 import itertools
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal, Optional
 
 import yaml
@@ -152,6 +153,50 @@ class OcclusionConfig(_Strict):
     seed: int = 0
 
 
+class MlflowConfig(_Strict):
+    """An MLflow tracking server or store; credentials come from MLflow's own environment variables
+    (MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME/PASSWORD) or ``token_file``, never from here."""
+
+    tracking_uri: Optional[str] = None  # http(s)://host:port, file:/path or sqlite:///path; None: $MLFLOW_TRACKING_URI
+    experiment: str = "cnnc"  # the MLflow experiment the sweep's runs go to
+    token_file: Optional[Path] = None  # a file holding the server's bearer token (kept out of the run folder)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _uri(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        parsed = urlsplit(v)
+        if parsed.scheme in ("http", "https"):
+            if not parsed.hostname:
+                raise ValueError(f"{v!r}: no host (e.g. http://127.0.0.1:5000)")
+            if parsed.username or parsed.password:
+                raise ValueError("credentials do not belong in the URI (they would be saved with the run): "
+                                 "use MLFLOW_TRACKING_USERNAME/PASSWORD or token_file")
+            try:
+                parsed.port
+            except ValueError:
+                raise ValueError(f"{v!r}: the port is not a number") from None
+        elif parsed.scheme not in ("file", "sqlite", "postgresql", "mysql"):
+            raise ValueError(f"{v!r}: expected http(s)://host:port, file:/path or sqlite:///path")
+        return v
+
+
+class WandbConfig(_Strict):
+    project: str = "cnnc"
+    mode: Literal["offline", "online"] = "offline"  # offline: files under RUN/wandb, `wandb sync` later
+    entity: Optional[str] = None  # a W&B team; the key comes from WANDB_API_KEY or `wandb login`
+
+
+class TrackingConfig(_Strict):
+    """Where a sweep's trials are tracked besides the run folder (docs/tracking.md)."""
+
+    # on by default: tensorboardX comes with Ray Tune, and event files cost ~1 KB per epoch
+    tensorboard: bool = True  # event files under RUN/tensorboard/<trial>
+    mlflow: Optional[MlflowConfig] = None  # pip install 'cnn-cluster[mlflow]'
+    wandb: Optional[WandbConfig] = None  # pip install 'cnn-cluster[wandb]'
+
+
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "quniform")
 
 
@@ -178,6 +223,7 @@ class SweepConfig(_Strict):
     resources: ResourcesConfig = ResourcesConfig()
     output: OutputConfig = OutputConfig()
     occlusion: Optional[OcclusionConfig] = None
+    tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("name")
     @classmethod

@@ -24,6 +24,7 @@ from cnn_cluster import logs
 from cnn_cluster.errors import CnncError
 from cnn_cluster.run.folder import interruptible, prepare
 from cnn_cluster.sweep.submit import submit
+from cnn_cluster.tracking.send import finish as finish_tracking
 
 
 def _leave_working_dir() -> None:
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted; continue with: python jobs/sweep.py --resume {run.root}", flush=True)
         return 130
     print(f"results: {outcome.run.root}  ({outcome.counts()})", flush=True)
+    finish_tracking(outcome.run, cfg.tracking)
     return 0 if outcome.best else 1
 
 

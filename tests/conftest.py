@@ -46,3 +46,13 @@ def ray_local():
     info = ensure_ray(num_cpus=2, dashboard=False, object_store_mb=512)
     yield info
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real MLflow tracking server for the session (tests that kill one start their own)."""
+    from mlflow_server import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.stop()

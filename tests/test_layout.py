@@ -68,7 +68,9 @@ def test_the_walk_sees_lazy_and_relative_imports_and_finds_a_cycle():
 # the run folder and the report run where Ray is not installed and read without a cluster.
 NO_RAY = ("cnn_cluster.data", "cnn_cluster.models", "cnn_cluster.study", "cnn_cluster.training.step",
           "cnn_cluster.training.augment", "cnn_cluster.attribution.occlusion", "cnn_cluster.run",
-          "cnn_cluster.report")
+          "cnn_cluster.report", "cnn_cluster.tracking.fields", "cnn_cluster.tracking.send",
+          "cnn_cluster.tracking.check", "cnn_cluster.tracking.to_mlflow", "cnn_cluster.tracking.to_tensorboard",
+          "cnn_cluster.tracking.to_wandb", "cnn_cluster.logs")  # tracking: only live.py, Tune's callback
 
 
 def _within(module: str, prefixes: tuple[str, ...]) -> bool:

@@ -257,3 +257,23 @@ def test_a_search_killed_then_resumed_matches_the_uninterrupted_one(searched, tm
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "a-00: epoch" not in resumed.stdout  # finished before the kill: not trained again
     assert _same(_trials(run)) == _same(_trials(searched))
+
+
+@pytest.mark.slow
+def test_a_search_is_tracked_with_its_stopped_trials_marked(searched, mlflow_server):
+    """`cnnc track` of a finished search made without MLflow, twice: a run per trial with its drawn
+    values, nothing doubled; ASHA's stopped trials read stopped (MLflow state KILLED)."""
+    from tracked import check_mlflow, check_tensorboard
+
+    for _ in range(2):
+        r = subprocess.run([str(Path(sys.executable).with_name("cnnc")), "track", str(searched), "--mlflow",
+                            mlflow_server.uri, "--mlflow-experiment", "search", "--tensorboard"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "mlflow: " in r.stdout and "trial(s) sent" in r.stdout, r.stdout + r.stderr
+        runs = check_mlflow(mlflow_server.uri, "search", searched)
+        check_tensorboard(searched)
+    for t in _trials(searched):
+        child = runs[t["trial"]]
+        assert {k for k in child.data.params if k.startswith("search.")} == {f"search.{k}" for k in SPACE}
+        assert child.info.status == {"finished": "FINISHED", "stopped": "KILLED"}[t["status"]]
+    assert any(t["status"] == "stopped" for t in _trials(searched))

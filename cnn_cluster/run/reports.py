@@ -8,7 +8,7 @@ so a renamed field fails here (and in ``tests/test_reports.py``), not silently i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, Optional, Union
 
 
@@ -23,6 +23,7 @@ class EpochReport:
     val_acc: float
     seconds: float  # the epoch's wall time, validation included
     images_per_s: float  # training images per second over all ranks
+    lr: Optional[float] = None  # the learning rate of the epoch's last step (None: a run from before it was kept)
 
     def to_metrics(self) -> dict:
         return {**asdict(self), "final": 0}
@@ -72,6 +73,7 @@ class FailedReport:
 
 Report = Union[EpochReport, FinalReport, FailedReport]
 EPOCH_FIELDS = tuple(f.name for f in fields(EpochReport))
+_EPOCH_REQUIRED = tuple(f.name for f in fields(EpochReport) if f.default is MISSING)
 
 
 def parse(metrics: Optional[Mapping[str, Any]]) -> Optional[Report]:
@@ -83,6 +85,6 @@ def parse(metrics: Optional[Mapping[str, Any]]) -> Optional[Report]:
     if m.get("final") == 1:
         known = {f.name for f in fields(FinalReport)} - {"restored"}
         return FinalReport(**{k: m[k] for k in known if k in m}, restored=bool(m.get("restored")))
-    if all(k in m for k in EPOCH_FIELDS):
-        return EpochReport(**{k: int(m[k]) if k == "epoch" else float(m[k]) for k in EPOCH_FIELDS})
+    if all(k in m for k in _EPOCH_REQUIRED):
+        return EpochReport(**{k: int(m[k]) if k == "epoch" else float(m[k]) for k in EPOCH_FIELDS if k in m})
     return None

@@ -54,7 +54,7 @@ TRIALS_SCHEMA = pa.schema([
 
 EPOCHS_SCHEMA = pa.schema([  # one row per (trial, epoch): an EpochReport, so the two cannot drift
     ("trial", pa.string()),
-    *((f.name, pa.int32() if f.type in (int, "int") else pa.float64()) for f in fields(EpochReport)),
+    *((f.name, pa.int32() if f.type in (int, "int") else pa.float64()) for f in fields(EpochReport)),  # lr: null in old runs
 ])
 
 

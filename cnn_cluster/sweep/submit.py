@@ -24,6 +24,9 @@ from ..run.paths import RunDir
 from ..run.schemas import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
 from ..run.state import get_state, set_state
 from ..run.trials import count_statuses, counts_text
+from ..tracking.check import check_tracking
+from ..tracking.live import LiveTracking
+from ..tracking.send import announce
 from ..training.ray_compat import stock_reason
 
 log = logs.get("sweep")
@@ -68,6 +71,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         from ..attribution.actors import check_window
 
         check_window(cfg.occlusion, data.image_size)
+    check_tracking(cfg.tracking)
     if address is None and not ray_is_running():
         check_local_gpus(cfg.resources)
     stock = stock_reason()  # Ray's private names, checked before Ray starts
@@ -94,12 +98,16 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         log.info(f"Ray dashboard: {cluster.dashboard_url}")
     if stock:
         log.info(f"trials run on Ray's stock TorchTrainer ({stock}): same results, a slower start")
+    announce(run, cfg.tracking)
+    live = LiveTracking(cfg.tracking, run)
     t0 = time.time()
     try:
-        grid = run_sweep(cfg, p, data, run, resume=resume)
+        grid = run_sweep(cfg, p, data, run, resume=resume, callbacks=[live])
     except KeyboardInterrupt:
         set_state(run, "interrupted")
+        live.close(timeout=5)
         raise
+    live.close()
     trials, epochs, best = collect(grid, p, data, run, search=cfg.search is not None)
     write_table(run.trials, trials, TRIALS_SCHEMA)
     write_table(run.epochs, epochs, EPOCHS_SCHEMA)

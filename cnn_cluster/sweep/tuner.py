@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from ray import tune
 
@@ -28,8 +28,10 @@ from .trial import ReleaseLostPlacementGroups, run_trial
 DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}
 
 
-def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resume: bool = False) -> Any:
-    """Run (or resume) every trial; returns Tune's ResultGrid."""
+def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resume: bool = False,
+              callbacks: Sequence[Any] = ()) -> Any:
+    """Run (or resume) every trial; returns Tune's ResultGrid. ``callbacks``: more Tune callbacks
+    (a restored sweep brings back the ones it was started with)."""
     import ray
 
     ref = ray.put(Arrays.of(data))  # once per sweep; workers on a node share it zero-copy
@@ -40,7 +42,7 @@ def run_sweep(cfg: SweepConfig, p: Plan, data: PackedDataset, run: RunDir, resum
         DRIVER_RESOURCES,
     )
     progress = Progress(_trial_plans(cfg, p, data), run, p.max_concurrent, len(data.indices("train")))
-    callbacks = [progress, ReleaseLostPlacementGroups(run)]
+    callbacks = [progress, ReleaseLostPlacementGroups(run), *callbacks]
     if resume and tune.Tuner.can_restore(str(run.tune.resolve())):
         tuner = tune.Tuner.restore(str(run.tune.resolve()), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)

@@ -118,7 +118,8 @@ def train_loop(config: dict) -> None:
         va = _evaluate(scored, arrays, val_idx[rank::world], device, precision, exp.train.test_time_flip)
         report = EpochReport(epoch=epoch, train_loss=tr[0] / tr[2], train_acc=tr[1] / tr[2],
                              val_loss=va[0] / max(va[2], 1), val_acc=va[1] / max(va[2], 1),
-                             seconds=time.perf_counter() - t0, images_per_s=tr[2] / train_s)
+                             seconds=time.perf_counter() - t0, images_per_s=tr[2] / train_s,
+                             lr=opt.param_groups[0]["lr"])
         if report.val_acc > state["best_val_acc"] or state["best_epoch"] == 0:
             state.update(best_val_acc=report.val_acc, best_epoch=epoch,
                          best_model={k: v.detach().cpu().clone() for k, v in scored.state_dict().items()})
