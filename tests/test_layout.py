@@ -143,3 +143,14 @@ def test_the_print_check_sees_print_and_sys_streams(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import sys\ndef f():\n    print('x')\n    sys.stderr.write('y')\n")
     assert _prints(bad) == ["bad.py:3 print()", "bad.py:4 sys.stderr"]
+
+
+def test_the_cli_and_the_sweep_import_no_ray_until_they_run():
+    """Ray reads its auth token settings as it is imported: the CLI sets them from --token-file first,
+    so nothing the CLI or the submission imports at the top may import Ray."""
+    import subprocess
+    import sys
+
+    code = "import sys, cnn_cluster.cli, cnn_cluster.sweep.submit, cnn_cluster.tracking.send; print('ray' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "False", r.stdout + r.stderr

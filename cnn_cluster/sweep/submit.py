@@ -25,7 +25,6 @@ from ..run.schemas import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
 from ..run.state import get_state, set_state
 from ..run.trials import count_statuses, counts_text
 from ..tracking.check import check_tracking
-from ..tracking.live import LiveTracking
 from ..tracking.send import announce
 from ..training.ray_compat import stock_reason
 
@@ -59,6 +58,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
            dashboard: bool = False, address: Optional[str] = None,
            dashboard_host: str = "127.0.0.1") -> Outcome:
     """Run a sweep (or resume one) and write its tables; returns where they are."""
+    from ..tracking.live import LiveTracking  # Ray, imported once the CLI has set the token up
     from .collect import collect
     from .plan import check_experiments, plan_concurrency
     from .tuner import run_sweep
