@@ -148,6 +148,10 @@ def test_a_resumed_sweep_goes_on_in_the_same_tracked_runs(mlflow_server, tmp_pat
             proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=300) == 130, "".join(lines)
     run = Path(next(line for line in lines if line.startswith("run folder: ")).split(": ", 1)[1].strip())
+    # no tables yet: the trial goes from Tune's record (whose epochs Tune may not have flushed yet)
+    sent = _cnnc("track", str(run), "--tensorboard")
+    assert sent.returncode == 0 and "tensorboard: 1 trial(s) sent" in sent.stdout, sent.stdout + sent.stderr
+    assert (run / "tensorboard" / "a").is_dir()
     r = _cnnc("submit", "--resume", str(run), "--no-dashboard", "--num-cpus", "2")
     assert r.returncode == 0, r.stdout + r.stderr
     check_mlflow(mlflow_server.uri, "resumed", run)

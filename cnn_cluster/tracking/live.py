@@ -21,7 +21,7 @@ from ..run.paths import RunDir
 from ..run.reports import EpochReport, parse
 from .base import Tracker
 from .fields import experiment_params, tags
-from .send import _reason, _sweep_name, make_trackers
+from .send import make_trackers, reason, sweep_name
 
 log = logs.get("tracking")
 _ACTIVE: dict[str, "LiveTracking"] = {}  # run folder -> the callback Tune calls (a restored sweep's is unpickled)
@@ -51,7 +51,7 @@ class Sender:
             try:
                 fn(*args)
             except Exception as exc:  # any tracker error: training goes on, the run folder keeps it
-                self.error = _reason(exc)
+                self.error = reason(exc)
                 log.warning(f"{self.tracker.name}: stopped sending live ({self.error}); training goes on")
 
     def close(self, timeout: float) -> None:
@@ -71,7 +71,7 @@ class LiveTracking(Callback):
     def setup(self, **info: Any) -> None:
         self.close()
         _ACTIVE[str(self.run.root)] = self
-        sweep = _sweep_name(self.run)
+        sweep = sweep_name(self.run)
         for tracker in make_trackers(self.tracking, self.run):
             sender = Sender(tracker)
             sender.send(tracker.open, self.run.root, sweep)

@@ -11,12 +11,11 @@ import json
 from typing import Optional
 
 from .. import logs
-from ..config import Experiment, TrackingConfig, load_config
+from ..config import Experiment, SweepConfig, TrackingConfig, load_config
 from ..errors import CnncError
-from ..run.io import read_table
 from ..run.paths import RunDir
+from ..run.read import RunData, read_run
 from ..run.reports import EpochReport, parse
-from ..run.state import get_state
 from .base import Tracker
 from .fields import experiment_params, row_params, tags
 
@@ -41,31 +40,31 @@ def make_trackers(tracking: TrackingConfig, run: RunDir) -> list[Tracker]:
     return out
 
 
-def send_run(run: RunDir, tracker: Tracker) -> int:
-    """Send the run to ``tracker``; returns the number of trials sent. Raises what the tracker raises."""
-    state = get_state(run)
-    tracker.open(run.root, _sweep_name(run))
-    trials = read_table(run.trials)
-    if trials:
+def send_run(run: RunData, tracker: Tracker, interrupted: dict[str, tuple] | None = None) -> int:
+    """Send the run (read once by the caller) to ``tracker``; ``interrupted``: :func:`tune_trials`,
+    where the run has no tables yet. Returns the number of trials sent. Raises what the tracker raises."""
+    root = run.run.root
+    tracker.open(root, sweep_name(run.run, run.config))
+    if run.trials:
         epochs: dict[str, list[dict]] = {}
-        for e in read_table(run.epochs):
+        for e in run.epochs:
             epochs.setdefault(e["trial"], []).append(e)
-        for t in trials:
+        for t in run.trials:
             tracker.rebuild(t["trial"])
-            tracker.trial(t["trial"], row_params(t), tags(str(run.root), t["trial"], t.get("experiment"),
+            tracker.trial(t["trial"], row_params(t), tags(str(root), t["trial"], t.get("experiment"),
                                                           t.get("sample"), t.get("node")))
             tracker.epochs(t["trial"], sorted(epochs.get(t["trial"], []), key=lambda e: e["epoch"]))
             tracker.finish_trial(t["trial"], t)
     else:  # interrupted before the tables: Tune's record of each trial's epochs
-        for name, (exp, config, rows) in tune_trials(run).items():
+        for name, (exp, config, rows) in (interrupted or {}).items():
             tracker.rebuild(name)
             tracker.trial(name, experiment_params(exp, config.get("values")),
-                          tags(str(run.root), name, config.get("group"), config.get("sample")))
+                          tags(str(root), name, config.get("group"), config.get("sample")))
             tracker.epochs(name, rows)
-    report = run.report
-    files = [run.config, report / "index.html", report / "experiments.csv"]
-    tracker.close([f for f in files if f.is_file()], state.get("state", "interrupted"))
-    return len(trials) or len(tune_trials(run))
+    report = run.run.report
+    files = [run.run.config, report / "index.html", report / "experiments.csv"]
+    tracker.close([f for f in files if f.is_file()], run.state.get("state", "interrupted"))
+    return len(run.trials) or len(interrupted or {})
 
 
 def tune_trials(run: RunDir) -> dict[str, tuple[Experiment, dict, list[dict]]]:
@@ -92,12 +91,14 @@ def send_all(run: RunDir, trackers: list[Tracker], cli_hint: dict[str, str]) -> 
     """Send the run to each tracker; a tracker that fails is named in one line (with the command
     that sends it later) and the others go on. Returns the names of those that failed."""
     failed = []
+    data = read_run(run)  # once for every tracker
+    interrupted = tune_trials(run) if not data.trials else None
     for tracker in trackers:
         try:
-            n = send_run(run, tracker)
+            n = send_run(data, tracker, interrupted)
         except Exception as exc:  # any tracker error: the run folder has it all, cnnc track resends
             failed.append(tracker.name)
-            log.warning(f"{tracker.name}: not sent ({_reason(exc)}); send it later: "
+            log.warning(f"{tracker.name}: not sent ({reason(exc)}); send it later: "
                         f"cnnc track {run.root} {cli_hint.get(tracker.name, '--' + tracker.name)}")
             continue
         where = tracker.where()
@@ -105,14 +106,17 @@ def send_all(run: RunDir, trackers: list[Tracker], cli_hint: dict[str, str]) -> 
     return failed
 
 
-def _sweep_name(run: RunDir) -> str:
+def sweep_name(run: RunDir, config: Optional[SweepConfig] = None) -> str:
+    """The sweep's name (its config's), or the run folder's where the config no longer reads."""
+    if config is not None:
+        return config.name
     try:
         return load_config(run.config).name
     except CnncError:
         return run.root.name
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
 
@@ -129,9 +133,9 @@ def announce(run: RunDir, tracking: TrackingConfig) -> None:
     command); a tracker that cannot open says so and the sweep goes on (the end sends again)."""
     for tracker in make_trackers(tracking, run):
         try:
-            tracker.open(run.root, _sweep_name(run))
+            tracker.open(run.root, sweep_name(run))
         except Exception as exc:  # any tracker error: nothing is lost, the end of the sweep retries
-            log.warning(f"{tracker.name}: cannot open the sweep's run ({_reason(exc)}); training goes on")
+            log.warning(f"{tracker.name}: cannot open the sweep's run ({reason(exc)}); training goes on")
             continue
         where = tracker.where()
         if where:
