@@ -186,6 +186,8 @@ def _shutdown_ray() -> None:
 def report_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folder(s) written by cnnc submit.")],
     out: Annotated[Optional[Path], typer.Option(help="Where a comparison of several runs goes.")] = None,
+    boxes: Annotated[Optional[Path], typer.Option(help="Object boxes (the page's boxes.csv, or data.boxes' "
+                                                       "format): the verdict from the maps already drawn.")] = None,
 ) -> None:
     """Print the experiments table and write report/ (index.html, README.md, tables, figures).
 
@@ -194,6 +196,12 @@ def report_cmd(
     from .report.build import build_comparison
     from .run.paths import open_run
 
+    if boxes is not None:
+        if len(run_dirs) != 1:
+            raise CnncError("--boxes: name one run (the boxes belong to its analysed images)")
+        from .attribution.stage import apply_drawn_boxes
+
+        apply_drawn_boxes(open_run(run_dirs[0]), boxes)
     for run_dir in run_dirs:
         _print_report(run_dir)
     if len(run_dirs) > 1:
@@ -250,19 +258,30 @@ def occlude(
     fill: Annotated[Optional[str], typer.Option(help="mean | gray | zero | blur.")] = None,
     select: Annotated[Optional[str], typer.Option(help="random | confident | per_class.")] = None,
     misclassified: Annotated[Optional[int], typer.Option(help="Also map this many errors.")] = None,
+    methods: Annotated[Optional[str], typer.Option(
+        help="Comma-separated: occlusion, saliency, integrated_gradients, grad_cam.")] = None,
+    grad_cam_layer: Annotated[Optional[str], typer.Option(help="Grad-CAM's conv layer (default: the last).")] = None,
+    sanity_images: Annotated[Optional[int], typer.Option(help="Images given the randomisation check.")] = None,
+    boxes: Annotated[Optional[Path], typer.Option(help="Object boxes (the report page's boxes.csv): score the maps "
+                                                       "already computed, without computing them again.")] = None,
     report: Annotated[bool, typer.Option(help="Rebuild the report afterwards.")] = True,
 ) -> None:
-    """Occlusion sensitivity maps of a trained model's test images (Part B)."""
+    """Attribution maps of a trained model's test images (Part B): occlusion, and the methods named."""
+    from .attribution.stage import apply_drawn_boxes
     from .attribution.stage import occlude as run_occlude
     from .config import OcclusionConfig, load_config
     from .run.paths import open_run
 
     run = open_run(run_dir)
-    base = load_config(run.config).occlusion or OcclusionConfig()
-    given = {"count": count, "window": window, "stride": stride, "fill": fill, "select": select,
-             "misclassified": misclassified}
-    occ = _occlusion_config(base, {k: v for k, v in given.items() if v is not None})
-    run_occlude(run, occ, trial=trial)
+    if boxes is not None:
+        apply_drawn_boxes(run, boxes)
+    else:
+        base = load_config(run.config).occlusion or OcclusionConfig()
+        given = {"count": count, "window": window, "stride": stride, "fill": fill, "select": select,
+                 "misclassified": misclassified, "grad_cam_layer": grad_cam_layer, "sanity_images": sanity_images,
+                 "methods": [m.strip() for m in methods.split(",")] if methods is not None else None}
+        occ = _occlusion_config(base, {k: v for k, v in given.items() if v is not None})
+        run_occlude(run, occ, trial=trial)
     typer.echo(f"occlusion: {run.occlusion}")
     if report:
         _print_report(run.root)
@@ -277,7 +296,7 @@ def _occlusion_config(base, changes: dict):
         return OcclusionConfig.model_validate({**base.model_dump(), **changes})
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise CnncError(f"--{err['loc'][0]}: {err['msg']} (got {err.get('input')!r})") from None
+        raise CnncError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 @app.command()

@@ -151,6 +151,21 @@ class OcclusionConfig(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"  # fp32: maps exact against Captum; bf16 measured in docs
     workers: Optional[int] = Field(None, ge=1)  # default: one per CPU the cluster has, at most 8
     seed: int = 0
+    # Methods beside the study's occlusion (Captum's); occlusion alone keeps Part B as the study ran it.
+    methods: list[Literal["occlusion", "saliency", "integrated_gradients", "grad_cam"]] = ["occlusion"]
+    grad_cam_layer: Optional[str] = None  # a conv layer's name, e.g. features.3; None: the last conv
+    ig_steps: int = Field(32, ge=2)  # Integrated Gradients' path steps: more is closer to the integral, linearly slower
+    faithfulness_steps: int = Field(16, ge=0)  # deletion/insertion curve steps (1/16 of the pixels each); 0: none
+    sanity_images: int = Field(0, ge=0)  # images whose maps go through the cascading randomisation check
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one method")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a method is named twice ({', '.join(v)})")
+        return v
 
 
 class MlflowConfig(_Strict):

@@ -56,3 +56,16 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium and chromedriver, installed here when missing (root with apt)."""
+    import apt_install as apt
+    from browser import CHROMIUM, DRIVER
+
+    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        if why := apt.missing_reason(["chromium", "chromium-driver"]):
+            pytest.skip(why)
+        apt.install(["chromium", "chromium-driver"])
+    return CHROMIUM

@@ -1,19 +1,16 @@
 """The report page: sections, Markdown twin, comparison, and a real headless-Chromium check."""
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-import apt_install as apt
+from browser import chrome
 from cnn_cluster.cli import app
 from cnn_cluster.report.sections import confused_pairs, observations
 from cnn_cluster.report.build import build_report
 from cnn_cluster.run.paths import RunDir
 from tiny import tiny_config
-
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +27,6 @@ def run(ray_local, tmp_path_factory):
     return RunDir((tmp / "runs" / "latest").resolve())
 
 
-@pytest.fixture(scope="session")
-def chromium():
-    """Debian's chromium and chromedriver, installed here when missing (root with apt)."""
-    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
-        if why := apt.missing_reason(["chromium", "chromium-driver"]):
-            pytest.skip(why)
-        apt.install(["chromium", "chromium-driver"])
-    return CHROMIUM
-
-
-@pytest.mark.slow
 def test_page_sections_and_markdown(run):
     rep = build_report(run)
     text = rep.page.read_text()
@@ -60,17 +46,8 @@ def test_page_sections_and_markdown(run):
 
 @pytest.mark.slow
 def test_page_in_a_real_browser(run, chromium, tmp_path):
-    from selenium import webdriver
-
     build_report(run)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1100,2000", f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=opts)
+    driver = chrome(chromium, tmp_path / "profile", log_network=True)
     try:
         driver.get((run.report / "index.html").as_uri())
         images = driver.execute_script("return [...document.images].map(i => i.complete && i.naturalWidth > 0)")

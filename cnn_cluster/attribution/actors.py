@@ -1,17 +1,18 @@
-"""The occlusion stage as Ray work spread over the cluster, around occlusion.py.
+"""Part B as Ray work spread over the cluster, around analyse.py.
 
-Each worker is an actor that loads the model once (its weights come from the
-object store) and maps the images it is handed; results are put back in the
-order the images were chosen, whichever worker finished first.
+Each worker is an actor that loads the model once (its weights come from the object store) and
+analyses the images it is handed, every method at once; results are put back in the order the
+images were chosen, whichever worker finished first.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import time
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional, Protocol
 
 import numpy as np
 import ray
@@ -23,9 +24,21 @@ from ..config import OcclusionConfig
 from ..data import PackedDataset
 from ..errors import CnncError
 from ..training.step import norm_stats, to_input
-from .occlusion import box_scores, grid_size, occlusion_map, resolve_method, select_images
+from .analyse import ImageResult, Settings, analyse
+from .faithfulness import auc
+from .methods import grad_cam_layer
+from .occlusion import grid_size, resolve_method, select_images
+from .verdict import row_scores
 
 log = logs.get("attribution")
+
+
+class Parts(Protocol):
+    """Where one image's finished rows are kept until occlusion.parquet is written (stage.py)."""
+
+    def load(self, index: int, target: int) -> Optional[list[dict]]: ...
+
+    def save(self, index: int, target: int, rows: list[dict]) -> None: ...
 
 
 @ray.remote
@@ -38,12 +51,12 @@ class Occluder:
         self.model = model.to(self.device).eval()
         self.mean, self.std = mean, std
 
-    def run(self, key: int, images: np.ndarray, targets: list[int], opts: dict) -> tuple:
-        batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+    def run(self, key: int, image: np.ndarray, target: int, settings: Settings, sanity: bool) -> tuple:
+        batch = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         x = to_input(batch, *norm_stats(self.mean, self.std, self.device))
-        res = occlusion_map(self.model, x, targets, mean=self.mean, std=self.std, **opts)
+        res = analyse(self.model, x, target, settings, sanity, seed=settings.seed + key)
         where = (socket.gethostname() + f":{os.getpid()}", node_id())
-        return key, res.maps.numpy(), res.clean.numpy(), where
+        return key, res, where
 
 
 def check_window(cfg: OcclusionConfig, image_size: int) -> None:
@@ -52,6 +65,29 @@ def check_window(cfg: OcclusionConfig, image_size: int) -> None:
         grid_size(image_size, cfg.window, cfg.stride)
     except ValueError as exc:
         raise CnncError(f"occlusion.window/stride: {exc}") from None
+
+
+def check_methods(cfg: OcclusionConfig, model: torch.nn.Module) -> None:
+    """Refuse a Grad-CAM layer the model does not have, naming the field and the layers there are."""
+    if "grad_cam" in cfg.methods:
+        try:
+            grad_cam_layer(model, cfg.grad_cam_layer)
+        except ValueError as exc:
+            raise CnncError(f"occlusion.grad_cam_layer: {exc}") from None
+
+
+def settings_of(cfg: OcclusionConfig, model: torch.nn.Module, data: PackedDataset) -> Settings:
+    return Settings(methods=tuple(cfg.methods), window=cfg.window, stride=cfg.stride, fill=cfg.fill,
+                    path=resolve_method(model, cfg.method), precision=cfg.precision,
+                    grad_cam_layer=cfg.grad_cam_layer, ig_steps=cfg.ig_steps, steps=cfg.faithfulness_steps,
+                    mean=tuple(data.mean), std=tuple(data.std), seed=cfg.seed)
+
+
+def digest(s: Settings, sanity_images: int) -> str:
+    """What makes a kept image's rows the same rows: every setting that changes a number."""
+    text = json.dumps([list(s.methods), s.window, s.stride, s.fill, s.path, s.precision, s.grad_cam_layer,
+                       s.ig_steps, s.steps, s.seed, sanity_images])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def plan_work(preds: list[dict], cfg: OcclusionConfig) -> list[tuple[int, int, int, str]]:
@@ -63,40 +99,48 @@ def plan_work(preds: list[dict], cfg: OcclusionConfig) -> list[tuple[int, int, i
 
 
 def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict], cfg: OcclusionConfig,
-                  trial: str, workers: Optional[int] = None,
-                  parts: Optional[Callable[..., Path]] = None) -> list[dict]:
-    """Map every chosen image on Ray workers; one row per (image, target class).
+                  trial: str, workers: Optional[int] = None, parts: Optional[Parts] = None) -> list[dict]:
+    """Analyse every chosen image on Ray workers; one row per (image, target class, method).
 
-    With ``parts`` (``RunDir.occlusion_part``: where one map is kept), each finished map is kept
-    as it arrives, and maps found there from an interrupted run of the same settings are not
-    computed again.
+    With ``parts``, each image's rows are kept as they arrive, and images found there from an
+    interrupted run of the same settings are not computed again.
     """
     check_window(cfg, data.image_size)
+    check_methods(cfg, model)
     work = plan_work(preds, cfg)
-    method = resolve_method(model, cfg.method)  # resolved here too: the progress line names the path
-    opts = {"window": cfg.window, "stride": cfg.stride, "fill": cfg.fill, "method": method,
-            "precision": cfg.precision}
-    results = _load_parts(parts, trial, work, cfg) if parts else {}
-    todo = [i for i in range(len(work)) if i not in results]
-    if results:
-        log.info(f"occlusion: {len(results)} of {len(work)} maps kept from the interrupted run")
+    settings = settings_of(cfg, model, data)
+    sanity = _sanity_keys(work, cfg.sanity_images)
+    done: dict[int, list[dict]] = {}
+    for i, w in enumerate(work):
+        kept = parts.load(w[0], w[2]) if parts else None
+        if kept is not None:
+            done[i] = kept
+    todo = [i for i in range(len(work)) if i not in done]
+    if done:
+        log.info(f"occlusion: {len(done)} of {len(work)} images kept from the interrupted run")
     pool = _start_pool(model, data, workers or cfg.workers or _default_workers(len(todo)), bool(todo))
-    pending = [pool[j % len(pool)].run.remote(i, data.images[[work[i][0]]], [work[i][2]], opts)
+    pending = [pool[j % len(pool)].run.remote(i, data.images[[work[i][0]]], work[i][2], settings, i in sanity)
                for j, i in enumerate(todo)]
     t0 = time.time()
-    log.info(f"occlusion: {len(todo)} maps on {len(pool)} worker(s), window {cfg.window}, stride {cfg.stride}, "
-        f"fill {cfg.fill}, {method} path")
+    log.info(f"occlusion: {len(todo)} images on {len(pool)} worker(s), {', '.join(cfg.methods)}; window "
+             f"{cfg.window}, stride {cfg.stride}, fill {cfg.fill}, {settings.path} path"
+             + (f"; randomisation check on {len(sanity)} image(s)" if sanity else ""))
     while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        key, maps, clean, where = ray.get(done[0])
-        results[key] = (maps[0], float(clean[0]), where)
+        ready, pending = ray.wait(pending, num_returns=1)
+        key, res, where = ray.get(ready[0])
+        done[key] = _rows(trial, work[key], res, where, data, preds, cfg)
         if parts:
-            _save_part(parts, trial, work[key], cfg, results[key])
-        log.info(f"[{time.time() - t0:5.1f}s] occlusion {len(results)}/{len(work)}: image {work[key][0]} "
-            f"{data.class_names[work[key][2]]} ({work[key][3]} class) on {where[0]} (node {where[1]})")
+            parts.save(work[key][0], work[key][2], done[key])
+        log.info(f"[{time.time() - t0:5.1f}s] occlusion {len(done)}/{len(work)}: image {work[key][0]} "
+                 f"{data.class_names[work[key][2]]} ({work[key][3]} class) on {where[0]} (node {where[1]})")
     for a in pool:
         ray.kill(a)
-    return [_row(trial, work[i], *results[i], data, preds, cfg) for i in range(len(work))]
+    return [r for i in range(len(work)) for r in done[i]]
+
+
+def _sanity_keys(work: list[tuple], count: int) -> set[int]:
+    """The first ``count`` images mapped for their true class get the randomisation check."""
+    return set([i for i, w in enumerate(work) if w[3] == "true"][:count])
 
 
 def _start_pool(model: torch.nn.Module, data: PackedDataset, n: int, needed: bool) -> list:
@@ -108,48 +152,39 @@ def _start_pool(model: torch.nn.Module, data: PackedDataset, n: int, needed: boo
     return [actor.remote(model_ref, data.mean, data.std, 1) for _ in range(n)]
 
 
-def _part(parts: Callable[..., Path], trial: str, w: tuple, cfg: OcclusionConfig) -> Path:
-    """A map is the same map only for the same trial, image, target and settings."""
-    return parts(trial, w[0], w[2], cfg.window, cfg.stride, cfg.fill)
-
-
-def _save_part(parts: Callable[..., Path], trial: str, w: tuple, cfg: OcclusionConfig, result: tuple) -> None:
-    from ..run.io import atomic_path
-
-    with atomic_path(_part(parts, trial, w, cfg)) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, map=result[0], clean=result[1], where=np.array(result[2]))
-
-
-def _load_parts(parts: Callable[..., Path], trial: str, work: list, cfg: OcclusionConfig) -> dict:
-    found = {}
-    for i, w in enumerate(work):
-        path = _part(parts, trial, w, cfg)
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                found[i] = (z["map"], float(z["clean"]), tuple(str(s) for s in z["where"]))
-    return found
-
-
 def _default_workers(maps: int) -> int:
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return max(1, min(maps, cpus, 8))
 
 
-def _row(trial: str, w: tuple, pmap: np.ndarray, clean: float, where: tuple[str, str], data: PackedDataset,
-         preds: list[dict], cfg: OcclusionConfig) -> dict:
+def _rows(trial: str, w: tuple, res: ImageResult, where: tuple[str, str], data: PackedDataset,
+          preds: list[dict], cfg: OcclusionConfig) -> list[dict]:
     index, true, target, kind = w
     pred = next(p["pred"] for p in preds if p["index"] == index)
-    iy, ix = np.unravel_index(int(np.argmin(pmap)), pmap.shape)
     box = [int(v) for v in data.boxes[index]]
-    scores = box_scores(pmap, clean, box, cfg.window, cfg.stride) if min(box) >= 0 else {}
-    return {
-        "trial": trial, "index": index, "true": true, "pred": pred, "target": target, "target_kind": kind,
-        "correct": pred == true, "clean_prob": clean, "window": cfg.window, "stride": cfg.stride,
-        "fill": cfg.fill, "map_h": pmap.shape[0], "map_w": pmap.shape[1],
-        "map": pmap.astype(np.float32).ravel().tolist(), "min_prob": float(pmap.min()),
-        "min_y": int(iy) * cfg.stride, "min_x": int(ix) * cfg.stride,
-        "box": box if scores else None, "object_share": scores.get("object_share"),
-        "box_share": scores.get("box_share"), "pointing": scores.get("pointing"), "node": where[0],
-        "node_id": where[1],
-    }
+    base = {"trial": trial, "index": index, "true": true, "pred": pred, "target": target, "target_kind": kind,
+            "correct": pred == true, "clean_prob": res.clean, "window": cfg.window, "stride": cfg.stride,
+            "fill": cfg.fill, "node": where[0], "node_id": where[1]}
+    for name, curve in (("random", res.curves.get("random")), ("centre", res.curves.get("centre"))):
+        base[f"{name}_deletion"] = curve.deletion.tolist() if curve else None
+        base[f"{name}_insertion"] = curve.insertion.tolist() if curve else None
+    return [_method_row(base, m, res, box) for m in cfg.methods]
+
+
+def _method_row(base: dict, method: str, res: ImageResult, box: list[int]) -> dict:
+    pmap = res.shown[method]
+    row = {**base, "method": method, "map_h": pmap.shape[0], "map_w": pmap.shape[1],
+           "map": pmap.astype(np.float32).ravel().tolist(), "min_prob": None, "min_y": None, "min_x": None}
+    if method == "occlusion":  # the study's reading: where the window hurt most
+        iy, ix = np.unravel_index(int(np.argmin(pmap)), pmap.shape)
+        row.update(min_prob=float(pmap.min()), min_y=int(iy) * base["stride"], min_x=int(ix) * base["stride"])
+    curve = res.curves.get(method)
+    row.update(deletion=curve.deletion.tolist() if curve else None,
+               insertion=curve.insertion.tolist() if curve else None,
+               deletion_auc=auc(curve.deletion) if curve else None,
+               insertion_auc=auc(curve.insertion) if curve else None)
+    checked = res.sanity.get(method)
+    row.update(sanity_layers=[layer for layer, _ in checked] if checked else None,
+               sanity_rho=[rho for _, rho in checked] if checked else None)
+    row.update(row_scores(row, box))
+    return row

@@ -79,7 +79,7 @@ def apply_boxes(data: PackedDataset, path: Path) -> PackedDataset:
         if not objects:
             continue
         own = [b for w, b in objects if w in ("", data.wnids[data.labels[i]])] or [b for _, b in objects]
-        width, height = _original_size(source_root / source, size)
+        width, height = original_size(source_root / source, size)
         x0, y0 = min(b[0] for b in own), min(b[1] for b in own)
         x1, y1 = max(b[2] for b in own), max(b[3] for b in own)
         boxes[i] = _scaled((x0, y0, x1, y1), size / width, size / height, size)
@@ -97,7 +97,7 @@ def _lookup(table: dict, source: str) -> list:
     return []
 
 
-def _original_size(file: Path, size: int) -> tuple[int, int]:
+def original_size(file: Path, size: int) -> tuple[int, int]:
     """The source image's (width, height), read from its header; the packed size where it has no file."""
     from PIL import Image
 

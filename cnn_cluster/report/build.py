@@ -19,7 +19,7 @@ from ..errors import CnncError
 from ..run.io import write_text
 from ..run.paths import RunDir
 from ..run.read import RunData, open_run_dataset, read_run
-from . import figures, page
+from . import attribution, draw_boxes, figures, page
 from . import search as search_report
 from . import sections
 from .sections import COLUMNS, experiments_rows, object_context_line, occlusion_param_rows
@@ -86,20 +86,24 @@ def build_report(run: RunDir) -> Report:
         named["search"] = search_files[1]
         notes += search_lines
     verdict = ""
-    if rd.occlusion and data is not None:
-        occ_files = occlusion_figures(rd.occlusion, data, out)
+    occ = [r for r in rd.occlusion if r["method"] == "occlusion"]
+    if occ and data is not None:
+        occ_files = occlusion_figures(occ, data, out)
         files += occ_files
         named["occlusion"] = occ_files[-1]
-        verdict = object_context_line(rd.occlusion)
+        verdict = object_context_line(occ)
         files.append(out / "occlusion-params.md")
-        write_text(files[-1], markdown_table([dict(zip(PARAM_COLUMNS, r)) for r in occlusion_param_rows(rd.occlusion)],
+        write_text(files[-1], markdown_table([dict(zip(PARAM_COLUMNS, r)) for r in occlusion_param_rows(occ)],
                                              PARAM_COLUMNS) + (f"\n{verdict}\n" if verdict else ""))
         if verdict:
             notes.append(verdict)
+    compared = _attribution(rd, data, out, named) if rd.occlusion else None
+    if compared is not None and isinstance(compared.blocks[-1], list):
+        notes += compared.blocks[-1]  # the comparison's observations
     files += list(named.values())
     names = data.class_names if data is not None else None
     index, readme = page.write_page(out, f"cnnc report: {rd.name}",
-                                    sections.run_sections(rd, names, named, verdict, search))
+                                    sections.run_sections(rd, names, named, verdict, search, compared))
     files += [index, readme]
     return Report(text_table(rows), files, state.get("state", "unknown"), notes, index)
 
@@ -161,6 +165,62 @@ def occlusion_figures(occ: list[dict], data: PackedDataset, out: Path) -> list[P
     files.append(figures.occlusion_grid(grid[0], grid[1], grid[2], grid[3], occ[0]["window"], occ[0]["stride"],
                                         out / "occlusion.png", grid[4]))
     return files
+
+
+def _attribution(rd: RunData, data: Optional[PackedDataset], out: Path,
+                 named: dict[str, Path]) -> Optional[page.Section]:
+    """The methods-compared section, where the run has more than occlusion maps or their checks."""
+    occ = rd.occlusion
+    checked = any(r.get("deletion") or r.get("sanity_rho") for r in occ)
+    if len(attribution.methods_of(occ)) < 2 and not checked:
+        return None
+    if data is not None:
+        named["methods"] = methods_figure(occ, data, out / "methods.png")
+        f = attribution.faithfulness(occ)
+        if f:
+            named["faithfulness"] = figures.faithfulness_curves(
+                {m: _mean_curves(occ, m) for m in f}, attribution.LABELS, out / "faithfulness.png")
+    boxed = any(r.get("pointing") is not None for r in occ)
+    drawing = None if boxed or data is None else _drawing(occ, data, rd.run.root)
+    return attribution.section(occ, named, drawing)
+
+
+def _mean_curves(occ: list[dict], m: str) -> tuple[np.ndarray, np.ndarray]:
+    if m in ("random", "centre"):
+        first = attribution.methods_of(occ)[0]
+        rows = [r for r in occ if r["method"] == first and r["target_kind"] == "true" and r.get(f"{m}_deletion")]
+        return (np.mean([r[f"{m}_deletion"] for r in rows], 0), np.mean([r[f"{m}_insertion"] for r in rows], 0))
+    rows = [r for r in occ if r["method"] == m and r["target_kind"] == "true" and r.get("deletion")]
+    return np.mean([r["deletion"] for r in rows], 0), np.mean([r["insertion"] for r in rows], 0)
+
+
+def methods_figure(occ: list[dict], data: PackedDataset, path: Path) -> Path:
+    """report/methods.png: per image (true class) the photograph and every method's map."""
+    names, by_image = data.class_names, {}
+    for r in occ:
+        if r["target_kind"] == "true":
+            by_image.setdefault(r["index"], {})[r["method"]] = r
+    images, maps, titles, boxes = [], [], [], []
+    for index, rows in by_image.items():
+        first = next(iter(rows.values()))
+        images.append(np.asarray(data.images[index]))
+        maps.append({m: np.asarray(r["map"], np.float32).reshape(r["map_h"], r["map_w"]) for m, r in rows.items()})
+        titles.append(f"T: {names[first['true']]}\nP: {names[first['pred']]} p={first['clean_prob']:.2f}")
+        boxes.append(first.get("box"))
+    return figures.methods_grid(images, maps, titles, attribution.LABELS, occ[0]["window"], occ[0]["stride"], path,
+                                boxes)
+
+
+def _drawing(occ: list[dict], data: PackedDataset, run_root: Path):
+    from ..data.boxes import original_size
+
+    source = Path(data.info.get("source") or data.root)
+    picks = []
+    for index in dict.fromkeys(r["index"] for r in occ):
+        name = data.sources[index]
+        picks.append((name, np.asarray(data.images[index]), f"{data.class_names[data.labels[index]]} ({name})",
+                      original_size(source / name, data.image_size)))
+    return draw_boxes.block(picks, str(run_root))
 
 
 def _misclassified(preds: list[dict], data: PackedDataset, best: str, path: Path) -> Path:

@@ -195,3 +195,54 @@ def search_scatter(trials: list[dict], values: list[dict], path: Path) -> Path:
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def methods_grid(images: list[np.ndarray], maps: list[dict[str, np.ndarray]], titles: list[str],
+                 labels: dict[str, str], window: int, stride: int, path: Path, boxes: list | None = None) -> Path:
+    """One row per image: photograph | each method's map, every map with its own colour bar.
+
+    Occlusion shows the class probability with the window there (0-1, low: the model needed that
+    place); the others their attribution (high: evidence for the class)."""
+    methods = list(maps[0])
+    fig, axes = plt.subplots(len(images), 1 + len(methods), figsize=(2.3 * (1 + len(methods)), 2.0 * len(images)),
+                             squeeze=False)
+    for i, (img, row, title) in enumerate(zip(images, maps, titles)):
+        axes[i, 0].imshow(img)
+        _box(axes[i, 0], boxes[i] if boxes else None)
+        axes[i, 0].set_title(title, fontsize=6.5, loc="left")
+        for j, m in enumerate(methods, start=1):
+            ax = axes[i, j]
+            if m == "occlusion":
+                _confidence(ax, row[m], window, stride, img.shape[:2])
+            else:
+                ax.imshow(row[m], cmap="inferno")
+            cb = fig.colorbar(ax.images[0], ax=ax, fraction=0.046, pad=0.02)
+            cb.ax.tick_params(labelsize=5)
+            if i == 0:
+                ax.set_title(labels[m] + (" (P(class))" if m == "occlusion" else ""), fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def faithfulness_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], labels: dict[str, str], path: Path) -> Path:
+    """Mean deletion and insertion curves per method, with the random and centre-first rankings."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    style = {"random": dict(color="gray", ls="--"), "centre": dict(color="black", ls=":")}
+    for k, (ax, name) in enumerate(zip(axes, ("deletion", "insertion"))):
+        for m, pair in curves.items():
+            c = pair[k]
+            ax.plot(np.linspace(0, 1, len(c)), c, label=labels.get(m, m), lw=1.6, **style.get(m, {}))
+        ax.set_xlabel("share of pixels " + ("removed (most important first)" if k == 0 else "added onto the blur"))
+        ax.set_ylabel("P(true class)")
+        ax.set_title(f"{name} (mean over images; {'lower' if k == 0 else 'higher'} area: more faithful)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path

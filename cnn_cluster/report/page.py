@@ -31,7 +31,14 @@ class Image:
     alt: str
 
 
-Block = Union[str, Table, Image, list]
+@dataclass
+class Html:
+    """Interactive HTML for index.html only (self-contained, no network); README.md gets ``text``."""
+    html: str
+    text: str
+
+
+Block = Union[str, Table, Image, list, Html]
 
 
 @dataclass
@@ -80,6 +87,8 @@ def _html_block(b: Block) -> str:
     if isinstance(b, Image):
         data = base64.b64encode(Path(b.path).read_bytes()).decode()
         return f"<img alt='{html.escape(b.alt)}' src='data:image/png;base64,{data}'>"
+    if isinstance(b, Html):
+        return b.html
     if isinstance(b, list):
         return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in b) + "</ul>"
     text = html.escape(b)
@@ -113,4 +122,6 @@ def _md_block(b: Block, base: Path) -> str:
         return f"![{b.alt}]({rel.as_posix()})\n"
     if isinstance(b, list):
         return "\n".join(f"- {x}" for x in b) + "\n"
+    if isinstance(b, Html):
+        return b.text + "\n"
     return b + "\n"

@@ -71,7 +71,7 @@ def object_context_line(occ: list[dict]) -> str:
 
 
 def run_sections(rd: RunData, names: Optional[list[str]], files: dict[str, Path], occ_line: str,
-                 search: list[search_report.GroupSummary]) -> list[Section]:
+                 search: list[search_report.GroupSummary], compared: Optional[Section] = None) -> list[Section]:
     """The page of one run: its data read once (``rd``), the figures drawn for it (``files``)."""
     trials, epochs, preds, occ, best = rd.trials, rd.epochs, rd.predictions, rd.occlusion, rd.best
     out = [_what_was_run(rd), _experiments(trials, best, _is_mini_imagenet(rd))]
@@ -87,8 +87,11 @@ def run_sections(rd: RunData, names: Optional[list[str]], files: dict[str, Path]
         out.append(Section("Misclassified test images",
                            [f"The best model ({best}) on test images it got wrong, most confident first; "
                             "titles read T: true class, P: predicted class.", Image(files["misclassified"], "gallery")]))
+    occ = [r for r in occ if r["method"] == "occlusion"]
     if occ:
         out.append(_occlusion(occ, files, occ_line))
+    if compared is not None:  # attribution methods side by side, their faithfulness and checks
+        out.append(compared)
     out.append(Section("Observations", [observations(trials, epochs, best, occ_line)]))
     return out
 

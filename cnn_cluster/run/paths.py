@@ -64,9 +64,10 @@ class RunDir:
         """Finished occlusion maps, one file each, kept until occlusion.parquet is written."""
         return self.root / "occlusion.parts"
 
-    def occlusion_part(self, trial: str, index: int, target: int, window: int, stride: int, fill: str) -> Path:
-        """One finished map: the same only for the same trial, image, target class and settings."""
-        return self.occlusion_parts / f"{trial}-{index}-{target}-{window}-{stride}-{fill}.npz"
+    def occlusion_part(self, trial: str, index: int, target: int, settings: str) -> Path:
+        """One image's finished maps: the same only for the same trial, image, target class and
+        settings (``settings``: a digest of the ones that change a map)."""
+        return self.occlusion_parts / f"{trial}-{index}-{target}-{settings}.parquet"
 
     @property
     def latest(self) -> Path:

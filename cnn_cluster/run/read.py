@@ -42,7 +42,12 @@ def read_run(run: RunDir) -> RunData:
     except CnncError:
         config = None
     return RunData(run, get_state(run), config, read_table(run.trials), read_table(run.epochs),
-                   read_table(run.predictions), read_table(run.occlusion))
+                   read_table(run.predictions), _occlusion_rows(run))
+
+
+def _occlusion_rows(run: RunDir) -> list[dict]:
+    """occlusion.parquet's rows; a run from before attribution methods holds occlusion maps only."""
+    return [dict(r, method=r.get("method") or "occlusion") for r in read_table(run.occlusion)]
 
 
 def open_run_dataset(run: RunDir, state: dict, boxes: bool = True) -> PackedDataset:

@@ -82,6 +82,18 @@ OCCLUSION_SCHEMA = pa.schema([
     ("pointing", pa.bool_()),  # the largest drop lies inside the box
     ("node", pa.string()),  # host:pid of the actor that drew the map
     ("node_id", pa.string()),  # its Ray node id
+    # Methods beside occlusion and their checks (attribution/analyse.py); one row per image, target, method.
+    ("method", pa.string()),  # occlusion | saliency | integrated_gradients | grad_cam
+    ("deletion", pa.list_(pa.float32())),  # target probability as the map's first pixels go to the fill
+    ("insertion", pa.list_(pa.float32())),  # ... as they are added onto the blurred image
+    ("deletion_auc", pa.float32()),  # lower: the map found what the model needs
+    ("insertion_auc", pa.float32()),  # higher: likewise
+    ("random_deletion", pa.list_(pa.float32())),  # the same curves for a random ranking of the image
+    ("random_insertion", pa.list_(pa.float32())),
+    ("centre_deletion", pa.list_(pa.float32())),  # ... and for the centre-first ranking
+    ("centre_insertion", pa.list_(pa.float32())),
+    ("sanity_layers", pa.list_(pa.string())),  # cascading randomisation, logits first (null: not checked)
+    ("sanity_rho", pa.list_(pa.float32())),  # rank correlation with the trained model's map, per layer
 ])
 
 

@@ -68,9 +68,7 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
               + ", ".join(f"{s} {len(data.indices(s))}" for s in ("train", "val", "test")) + " images")
     exps = check_experiments(cfg, data)
     if cfg.occlusion:
-        from ..attribution.actors import check_window
-
-        check_window(cfg.occlusion, data.image_size)
+        _check_occlusion(cfg.occlusion, exps, data)
     check_tracking(cfg.tracking)
     if address is None and not ray_is_running():
         check_local_gpus(cfg.resources)
@@ -130,3 +128,15 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         drop_weights(run)
     return Outcome(run, best, tuple(status))
 
+
+def _check_occlusion(occ, exps: list, data) -> None:
+    """Part B's settings against the images and every experiment's model, before anything trains."""
+    from ..attribution.actors import check_methods, check_window
+    from ..models import build_model
+
+    check_window(occ, data.image_size)
+    for exp in exps:
+        try:
+            check_methods(occ, build_model(exp, data.num_classes, data.image_size))
+        except CnncError as exc:
+            raise CnncError(f"{exc} (experiment {exp.name})") from None
