@@ -314,6 +314,10 @@ def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")
     exps = cfg.resolved_experiments()
     try:
         sizes = experiment_shapes(exps, cfg.data.image_size, expected_classes(cfg.data))
+        if cfg.occlusion:
+            from .attribution.check import check_occlusion
+
+            check_occlusion(cfg.occlusion, exps, cfg.data.image_size, expected_classes(cfg.data))
     except CnncError as exc:
         raise CnncError(f"{config}: {exc}") from None
     for exp, s in zip(exps, sizes):

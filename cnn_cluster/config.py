@@ -154,9 +154,10 @@ class OcclusionConfig(_Strict):
     # Methods beside the study's occlusion (Captum's); occlusion alone keeps Part B as the study ran it.
     methods: list[Literal["occlusion", "saliency", "integrated_gradients", "grad_cam"]] = ["occlusion"]
     grad_cam_layer: Optional[str] = None  # a conv layer's name, e.g. features.3; None: the last conv
-    ig_steps: int = Field(32, ge=2)  # Integrated Gradients' path steps: more is closer to the integral, linearly slower
+    ig_steps: int = Field(16, ge=2)  # IG's path steps (Captum's default 50): 16 keeps Part B's extras within the
+    # occlusion maps' own time on 2 CPUs (bench/attribution.py); more is closer to the integral, linearly slower
     faithfulness_steps: int = Field(16, ge=0)  # deletion/insertion curve steps (1/16 of the pixels each); 0: none
-    sanity_images: int = Field(0, ge=0)  # images whose maps go through the cascading randomisation check
+    sanity_images: int = Field(0, ge=0)  # images given the cascading randomisation check (~1 occlusion map each)
 
     @field_validator("methods")
     @classmethod

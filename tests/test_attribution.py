@@ -141,3 +141,25 @@ def test_randomised_model_maps_do_not_correlate(shapes):
     assert all(not torch.equal(a, b) for a, b in zip(before, rand.parameters()))
     assert rank_correlation(torch.arange(9.0), torch.arange(9.0)) == pytest.approx(1.0)
     assert rank_correlation(torch.ones(9), torch.arange(9.0)) == 0.0  # a constant map ranks nothing
+
+
+@pytest.mark.parametrize("case, occlusion", [
+    ("unknown-method", {"methods": ["occlusion", "lime"]}),
+    ("grad-cam-layer", {"methods": ["grad_cam"], "grad_cam_layer": "head.1"}),
+    ("no-method", {"methods": []}),
+])
+def test_bad_methods_in_a_sweep_file_are_named(tmp_path, case, occlusion):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from catalogue import documented
+    from tiny import tiny_config, write_config
+
+    path = write_config(tmp_path / "sweep.yaml", tiny_config(tmp_path, occlusion=occlusion))
+    message = {"unknown-method": documented("unknown-method", FILE=str(path)),
+               "grad-cam-layer": documented("grad-cam-layer", FILE=str(path)),
+               "no-method": f"{path}: occlusion.methods: name at least one method"}[case]
+    r = subprocess.run([str(Path(sys.executable).with_name("cnnc")), "validate", str(path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {message}", r.stderr

@@ -67,7 +67,9 @@ def test_the_walk_sees_lazy_and_relative_imports_and_finds_a_cycle():
 # Layers that must not need Ray: the math (a model, a training step, an occlusion map), the data,
 # the run folder and the report run where Ray is not installed and read without a cluster.
 NO_RAY = ("cnn_cluster.data", "cnn_cluster.models", "cnn_cluster.study", "cnn_cluster.training.step",
-          "cnn_cluster.training.augment", "cnn_cluster.attribution.occlusion", "cnn_cluster.run",
+          "cnn_cluster.training.augment", "cnn_cluster.attribution.occlusion", "cnn_cluster.attribution.methods",
+          "cnn_cluster.attribution.faithfulness", "cnn_cluster.attribution.sanity", "cnn_cluster.attribution.analyse",
+          "cnn_cluster.attribution.verdict", "cnn_cluster.attribution.check", "cnn_cluster.run",
           "cnn_cluster.report", "cnn_cluster.tracking.fields", "cnn_cluster.tracking.send",
           "cnn_cluster.tracking.check", "cnn_cluster.tracking.to_mlflow", "cnn_cluster.tracking.to_tensorboard",
           "cnn_cluster.tracking.to_wandb", "cnn_cluster.logs")  # tracking: only live.py, Tune's callback

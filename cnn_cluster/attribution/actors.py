@@ -26,8 +26,8 @@ from ..errors import CnncError
 from ..training.step import norm_stats, to_input
 from .analyse import ImageResult, Settings, analyse
 from .faithfulness import auc
-from .methods import grad_cam_layer
-from .occlusion import grid_size, resolve_method, select_images
+from .check import check_methods, check_window
+from .occlusion import resolve_method, select_images
 from .verdict import row_scores
 
 log = logs.get("attribution")
@@ -57,23 +57,6 @@ class Occluder:
         res = analyse(self.model, x, target, settings, sanity, seed=settings.seed + key)
         where = (socket.gethostname() + f":{os.getpid()}", node_id())
         return key, res, where
-
-
-def check_window(cfg: OcclusionConfig, image_size: int) -> None:
-    """Refuse a window or stride that does not fit the images, naming the fields."""
-    try:
-        grid_size(image_size, cfg.window, cfg.stride)
-    except ValueError as exc:
-        raise CnncError(f"occlusion.window/stride: {exc}") from None
-
-
-def check_methods(cfg: OcclusionConfig, model: torch.nn.Module) -> None:
-    """Refuse a Grad-CAM layer the model does not have, naming the field and the layers there are."""
-    if "grad_cam" in cfg.methods:
-        try:
-            grad_cam_layer(model, cfg.grad_cam_layer)
-        except ValueError as exc:
-            raise CnncError(f"occlusion.grad_cam_layer: {exc}") from None
 
 
 def settings_of(cfg: OcclusionConfig, model: torch.nn.Module, data: PackedDataset) -> Settings:

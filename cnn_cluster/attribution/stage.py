@@ -48,7 +48,8 @@ def occlude(run: RunDir, occ: OcclusionConfig, trial: Optional[str] = None, data
     """
     from ..cluster import ensure_ray
     from ..models import load_trained
-    from .actors import check_methods, check_window, digest, run_occlusion, settings_of
+    from .actors import digest, run_occlusion, settings_of
+    from .check import check_methods, check_window
 
     state = get_state(run)
     data = data or open_run_dataset(run, state)
@@ -89,7 +90,7 @@ def apply_drawn_boxes(run: RunDir, boxes: Path) -> list[dict]:
     stray = [k for k in read_boxes(boxes) if k not in names]
     if stray:
         raise CnncError(f"--boxes {boxes}: {len(stray)} row(s) name images that were not analysed "
-                        f"(first: {stray[0]!r}); the analysed images are {', '.join(sorted(analysed)[:3])}, ...")
+                        f"(first: {stray[0]!r}); the report page lists the analysed ones")
     data = apply_boxes(data, boxes)
     for r in rows:
         r.update(row_scores(r, [int(v) for v in data.boxes[r["index"]]]))

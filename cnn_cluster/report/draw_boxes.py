@@ -43,9 +43,9 @@ _SCRIPT = """
       if (b) { ctx.strokeStyle = '#00e5ff'; ctx.lineWidth = 2; ctx.strokeRect(b[0], b[1], b[2] - b[0], b[3] - b[1]); }
     }
     function at(e) {
-      var r = c.getBoundingClientRect();
-      return [Math.max(0, Math.min(c.width, (e.clientX - r.left) * c.width / r.width)),
-              Math.max(0, Math.min(c.height, (e.clientY - r.top) * c.height / r.height))];
+      var r = c.getBoundingClientRect();  // the drawing area: inside the canvas's border
+      return [Math.max(0, Math.min(c.width, (e.clientX - r.left - c.clientLeft) * c.width / c.clientWidth)),
+              Math.max(0, Math.min(c.height, (e.clientY - r.top - c.clientTop) * c.height / c.clientHeight))];
     }
     function rect(a, b) { return [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])]; }
     img.onload = function () { paint(null); };

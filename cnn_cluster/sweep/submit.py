@@ -68,7 +68,9 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
               + ", ".join(f"{s} {len(data.indices(s))}" for s in ("train", "val", "test")) + " images")
     exps = check_experiments(cfg, data)
     if cfg.occlusion:
-        _check_occlusion(cfg.occlusion, exps, data)
+        from ..attribution.check import check_occlusion
+
+        check_occlusion(cfg.occlusion, exps, data.image_size, data.num_classes)
     check_tracking(cfg.tracking)
     if address is None and not ray_is_running():
         check_local_gpus(cfg.resources)
@@ -127,16 +129,3 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
     if not cfg.output.keep_checkpoints:  # after the occlusion stage, the last reader of the weights
         drop_weights(run)
     return Outcome(run, best, tuple(status))
-
-
-def _check_occlusion(occ, exps: list, data) -> None:
-    """Part B's settings against the images and every experiment's model, before anything trains."""
-    from ..attribution.actors import check_methods, check_window
-    from ..models import build_model
-
-    check_window(occ, data.image_size)
-    for exp in exps:
-        try:
-            check_methods(occ, build_model(exp, data.num_classes, data.image_size))
-        except CnncError as exc:
-            raise CnncError(f"{exc} (experiment {exp.name})") from None
