@@ -106,7 +106,9 @@ def verdicts(occ: list[dict]) -> dict[str, dict]:
 
 
 def verdict_word(v: dict) -> str:
-    return "object" if v["object"] * 2 > v["images"] else "context"
+    """The method's verdict: the side most of its images lean to (an even split decides nothing)."""
+    lean = 2 * v["object"] - v["images"]
+    return "object" if lean > 0 else "context" if lean < 0 else "neither (an even split)"
 
 
 def verdict_table(v: dict[str, dict]) -> Table:
@@ -149,23 +151,24 @@ def section(occ: list[dict], files: dict[str, Path], drawing: Optional[Html]) ->
     f, s, v = faithfulness(occ), sanity(occ), verdicts(occ)
     blocks: list[Block] = [f"Each analysed image under every method ({', '.join(label(m) for m in methods_of(occ))}); "
                            "each map has its own colour scale and bar (occlusion: the class probability with the "
-                           "window there; the others: attribution, larger is more evidence)."]
+                           "window there, reversed so that bright is where hiding the place hurt; the others: "
+                           "attribution, bright is more evidence)."]
     if "methods" in files:
         blocks.append(Image(files["methods"], "attribution maps side by side"))
     if f:
-        blocks += ["**Faithfulness** (Petsiuk et al. 2018): pixels ranked by the map are removed into the fill value "
+        blocks += ["**Faithfulness**", "Deletion and insertion (Petsiuk et al. 2018): pixels ranked by the map are removed into the fill value "
                    "(deletion) or added onto a blurred image (insertion); the class probability after each step. "
                    "Means over the images; the random and centre-first rankings are the bars to clear.",
                    auc_table(f)]
         if "faithfulness" in files:
             blocks.append(Image(files["faithfulness"], "deletion and insertion curves"))
     if s:
-        blocks += ["**Randomisation check** (Adebayo et al. 2018): the layers are re-initialised from the logits "
+        blocks += ["**Randomisation check**", "Cascading randomisation (Adebayo et al. 2018): the layers are re-initialised from the logits "
                    "down; each cell is the rank correlation of the map with the trained model's, after that layer "
                    "and all above it are random.", sanity_table(s, len([r for r in occ if r.get("sanity_rho")])
                                                              // max(1, len(s)))]
     if v:
-        blocks += ["**Object or context** per method (energy pointing game on the drawn or known boxes):",
+        blocks += ["**Object or context**", "Per method, from the drawn or known boxes (the energy pointing game):",
                    verdict_table(v)]
     if drawing is not None:
         blocks.append(drawing)

@@ -212,14 +212,16 @@ def methods_grid(images: list[np.ndarray], maps: list[dict[str, np.ndarray]], ti
         axes[i, 0].set_title(title, fontsize=6.5, loc="left")
         for j, m in enumerate(methods, start=1):
             ax = axes[i, j]
-            if m == "occlusion":
-                _confidence(ax, row[m], window, stride, img.shape[:2])
+            if m == "occlusion":  # its own range: on 0-1 a 100-class model's maps look flat
+                ax.imshow(row[m], cmap="viridis_r", extent=_heat_extent(row[m].shape, window, stride))
+                ax.set_xlim(-0.5, img.shape[1] - 0.5)
+                ax.set_ylim(img.shape[0] - 0.5, -0.5)
             else:
                 ax.imshow(row[m], cmap="inferno")
             cb = fig.colorbar(ax.images[0], ax=ax, fraction=0.046, pad=0.02)
             cb.ax.tick_params(labelsize=5)
             if i == 0:
-                ax.set_title(labels[m] + (" (P(class))" if m == "occlusion" else ""), fontsize=8)
+                ax.set_title(labels[m] + (" (P(class), reversed)" if m == "occlusion" else ""), fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

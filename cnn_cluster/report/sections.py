@@ -58,7 +58,8 @@ def object_context_line(occ: list[dict]) -> str:
     known = [r for r in occ if r["target_kind"] == "true" and r["correct"] and r["pointing"] is not None]
     if not known:
         return ("Object or context: no verdict, because no mapped image has a known object box "
-                "(the built-in data records its boxes; for real images set data.boxes to a CSV of boxes).")
+                "(the built-in data records its boxes; for real photographs draw them on the report page, "
+                "then cnnc occlude RUN --boxes boxes.csv, or set data.boxes to a CSV of boxes).")
     obj = sum(r["pointing"] for r in known)
     share = sum(r["object_share"] for r in known if r["object_share"] == r["object_share"]) / len(known)
     base = sum(r["box_share"] for r in known) / len(known)
