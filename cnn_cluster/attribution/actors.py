@@ -100,12 +100,13 @@ def run_occlusion(model: torch.nn.Module, data: PackedDataset, preds: list[dict]
             done[i] = kept
     todo = [i for i in range(len(work)) if i not in done]
     if done:
-        log.info(f"occlusion: {len(done)} of {len(work)} images kept from the interrupted run")
+        log.info(f"occlusion: {len(done)} of {len(work)} maps kept from the interrupted run")
     pool = _start_pool(model, data, workers or cfg.workers or _default_workers(len(todo)), bool(todo))
     pending = [pool[j % len(pool)].run.remote(i, data.images[[work[i][0]]], work[i][2], settings, i in sanity)
                for j, i in enumerate(todo)]
     t0 = time.time()
-    log.info(f"occlusion: {len(todo)} images on {len(pool)} worker(s), {', '.join(cfg.methods)}; window "
+    log.info(f"occlusion: {len(todo)} maps on {len(pool)} worker(s) (an image and class each: "
+             f"{', '.join(cfg.methods)}); window "
              f"{cfg.window}, stride {cfg.stride}, fill {cfg.fill}, {settings.path} path"
              + (f"; randomisation check on {len(sanity)} image(s)" if sanity else ""))
     while pending:
