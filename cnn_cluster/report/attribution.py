@@ -125,9 +125,11 @@ def observations(f: dict[str, dict], s: dict, v: dict[str, dict]) -> list[str]:
     if scored:
         best = max(scored, key=scored.get)
         centre = float(np.mean(f["centre"]["insertion"]) - np.mean(f["centre"]["deletion"]))
-        out.append(f"{label(best)} is the most faithful map on this model (insertion minus deletion AUC "
-                   f"{scored[best]:.3f}, against {centre:.3f} for simply ranking the centre first"
-                   + ("" if scored[best] > centre else "; no map beats the centre prior") + ").")
+        lead = f"{label(best)} is the most faithful map on this model" if len(scored) > 1 else \
+            f"{label(best)}'s map is {'faithful' if scored[best] > centre else 'no more faithful than the prior'}"
+        out.append(f"{lead} (insertion minus deletion AUC {scored[best]:.3f}, against {centre:.3f} for simply "
+                   f"ranking the centre first" + ("" if scored[best] > centre else "; no map beats the centre prior")
+                   + ").")
         losers = [label(m) for m, x in scored.items() if x <= centre]
         if losers and len(losers) < len(scored):
             out.append(f"{', '.join(losers)} do(es) not beat the centre-first ranking: no more informative here "
@@ -139,7 +141,11 @@ def observations(f: dict[str, dict], s: dict, v: dict[str, dict]) -> list[str]:
                    "Every method's maps change once the model's weights are randomised: they depend on the model.")
     if v:
         words = {m: verdict_word(x) for m, x in v.items()}
-        if len(set(words.values())) == 1:
+        if len(words) == 1:
+            (m, x), = v.items()
+            out.append(f"{label(m)}: the model relies on the {words[m]} ({x['object']} of {x['images']} images put "
+                       "more of the map on the object than its share of the image).")
+        elif len(set(words.values())) == 1:
             out.append(f"All {len(words)} methods agree: the model relies on the {next(iter(words.values()))}.")
         else:
             out.append("The methods disagree: " + "; ".join(f"{label(m)} says {w}" for m, w in words.items()) + ".")
