@@ -25,7 +25,6 @@ from ..data import PackedDataset
 from ..errors import CnncError
 from ..training.step import norm_stats, to_input
 from .analyse import ImageResult, Settings, analyse
-from .faithfulness import auc
 from .check import check_methods, check_window
 from .occlusion import resolve_method, select_images
 from .verdict import row_scores
@@ -165,8 +164,8 @@ def _method_row(base: dict, method: str, res: ImageResult, box: list[int]) -> di
     curve = res.curves.get(method)
     row.update(deletion=curve.deletion.tolist() if curve else None,
                insertion=curve.insertion.tolist() if curve else None,
-               deletion_auc=auc(curve.deletion) if curve else None,
-               insertion_auc=auc(curve.insertion) if curve else None)
+               deletion_auc=curve.deletion_auc if curve else None,
+               insertion_auc=curve.insertion_auc if curve else None)
     checked = res.sanity.get(method)
     row.update(sanity_layers=[layer for layer, _ in checked] if checked else None,
                sanity_rho=[rho for _, rho in checked] if checked else None)

@@ -69,9 +69,14 @@ def gradient_maps(model: nn.Module, x: torch.Tensor, targets: Sequence[int], met
     normalisation, the occlusion's own fill) summed over channels; ``grad_cam``: on ``layer``
     (default the last conv), ReLU'd and upsampled bilinearly to the image.
     """
+    return _gradient_maps(_differentiable(model), x, targets, method, layer, ig_steps, baseline)
+
+
+def _gradient_maps(net: nn.Module, x: torch.Tensor, targets: Sequence[int], method: str, layer: Optional[str],
+                   ig_steps: int, baseline: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """gradient_maps on a model ``_differentiable`` made already (one copy serves every method)."""
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
-    net = _differentiable(model)
     x = x.detach().float().clone().requires_grad_(True)
     target = [int(t) for t in targets]
     if method == "saliency":
@@ -111,7 +116,8 @@ def all_maps(model: nn.Module, x: torch.Tensor, target: int, methods: Sequence[s
     else:
         with torch.no_grad():
             clean = float(torch.softmax(model(x).float(), 1)[0, target])
-    for m in methods:
-        if m != "occlusion":
-            pixels[m] = shown[m] = gradient_maps(model, x, [target], m, layer, ig_steps)[0]
+    grads = [m for m in methods if m != "occlusion"]
+    net = _differentiable(model) if grads else None
+    for m in grads:
+        pixels[m] = shown[m] = _gradient_maps(net, x, [target], m, layer, ig_steps)[0]
     return shown, pixels, clean
