@@ -311,6 +311,10 @@ def validate(config: Annotated[Path, typer.Argument(help="Sweep YAML to check.")
 
     cfg = load_config(config, set_ or [])
     check_tracking(cfg.tracking)
+    if cfg.data.boxes is not None:  # a file the run would read only at Part B, hours in
+        from .data.boxes import read_boxes
+
+        read_boxes(cfg.data.boxes)
     exps = cfg.resolved_experiments()
     try:
         sizes = experiment_shapes(exps, cfg.data.image_size, expected_classes(cfg.data))
@@ -391,6 +395,34 @@ def _print_info(path: Path) -> None:
     typer.echo(f"class names:  {', '.join(d.class_names[:4])}{', ...' if d.num_classes > 4 else ''}")
     typer.echo(f"image size:   {d.image_size}x{d.image_size}")
     typer.echo(f"mean / std:   {tuple(round(m, 4) for m in d.mean)} / {tuple(round(s, 4) for s in d.std)}")
+
+
+slurm_app = typer.Typer(help="What slurm/ray-cluster.sbatch asks of a job's run folder (not for typing).",
+                        no_args_is_help=True)
+app.add_typer(slurm_app, name="slurm", hidden=True)
+RunFileArg = Annotated[Path, typer.Argument(help="The job's run file (.cnnc-jobs/<job id>/run).")]
+
+
+@slurm_app.command("start")
+def slurm_start(run_file: RunFileArg) -> None:
+    """A requeued start's action: fresh | resume RUN | exit CODE (why on stderr)."""
+    from .run.slurm_job import start_action
+
+    action, why = start_action(run_file)
+    typer.echo(f"[cnnc] {why}", err=True)
+    typer.echo(action)
+
+
+@slurm_app.command("settle")
+def slurm_settle(run_file: RunFileArg, after: Annotated[Optional[int], typer.Option(
+        help="Wait for this process (the driver) to be gone first.")] = None) -> None:
+    """The run's state once its driver is gone, recording an interruption it could not record."""
+    from .run.slurm_job import recorded_run, settle, wait_gone
+
+    if after is not None:
+        wait_gone(after)
+    run = recorded_run(run_file)
+    typer.echo(settle(run) if run else "none")
 
 
 def main() -> None:  # pragma: no cover - console entry point

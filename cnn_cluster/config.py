@@ -399,6 +399,12 @@ def _submodel(annotation: Any) -> Optional[type[BaseModel]]:
     return None
 
 
+def _masked(value: object) -> object:
+    """A refused value as the error line shows it: a URL's user and password hidden (terminals and
+    job logs are read by others)."""
+    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", value) if isinstance(value, str) else value
+
+
 def _describe(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
@@ -406,7 +412,7 @@ def _describe(exc: ValidationError) -> str:
     if err["type"] == "literal_error":
         msg = "must be one of " + err["ctx"]["expected"].replace("'", "")
     got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {_masked(got)!r})"
     if err["type"] == "missing":
         return f"{loc}: required field is missing"
     return f"{loc}: {msg}{shown}"

@@ -34,6 +34,7 @@ PLUGINS = [
     "JobCompType=jobcomp/none",
     "ReturnToService=2",
     "KillWait=10",
+    "JobRequeue=1",  # the default, said out loud: ray-cluster.sbatch requeues itself
 ]
 
 
@@ -72,7 +73,11 @@ def _write_conf(host: str) -> None:
         "SlurmctldPidFile=/run/cnnc-slurmctld.pid",
         "SlurmdPidFile=/run/cnnc-slurmd.pid",
         _node_line(),
-        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+        # A job in "urgent" preempts one in "debug", which SLURM requeues (tests/test_slurm.py).
+        "PreemptType=preempt/partition_prio",
+        "PreemptMode=REQUEUE",
+        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP PriorityTier=1",
+        f"PartitionName=urgent Nodes={host} MaxTime=INFINITE State=UP PriorityTier=2",
         "",
     ]))
 

@@ -32,6 +32,7 @@ def test_help_lists_commands():
     (["--set", "train.optimizer=adamw"], "train.optimizer: must be one of adam or sgd"),
     (["--set", "train.epoch=3"], "did you mean 'epochs'"),
     (["--set", "experiments.0.conv_filters=[8,8,8,8,8,8,8,8]"], "conv layer 7"),
+    (["--set", "data.boxes=/nonexistent/boxes.csv"], "data.boxes: /nonexistent/boxes.csv does not exist"),
 ])
 def test_validate_errors_are_one_line(tmp_path, args, needle):
     result = runner.invoke(app, ["validate", _write(tmp_path, tiny_config(tmp_path)), *args])

@@ -112,3 +112,9 @@ def test_unsafe_yaml_is_refused(tmp_path):
 
 def test_run_name_cannot_escape_output_root():
     assert "name" in _err({**BASE, "name": "../../etc"})
+
+
+def test_credentials_in_a_tracking_uri_are_refused_and_not_echoed():
+    msg = _err({**BASE, "tracking": {"mlflow": {"tracking_uri": "http://alice:s3cret@127.0.0.1:5000"}}})
+    assert "tracking.mlflow.tracking_uri: credentials do not belong in the URI" in msg
+    assert "s3cret" not in msg and "alice" not in msg and "http://***@127.0.0.1:5000" in msg

@@ -1,14 +1,17 @@
-"""slurm/ray-cluster.sbatch on a real SLURM (munge, slurmctld, slurmd on localhost)."""
+"""slurm/ray-cluster.sbatch on a real SLURM (munge, slurmctld, slurmd on localhost): a sweep, a cancel,
+and a job that SLURM or the script itself requeues (a requeue, a preemption, a time limit)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cnn_cluster.run.paths import RunDir
@@ -34,9 +37,9 @@ def slurm(tmp_path_factory):
     s.stop()
 
 
-def _config(tmp_path: Path, epochs: int) -> Path:
+def _config(tmp_path: Path, epochs: int, **sections) -> Path:
     cfg = tiny_config(tmp_path, name="slurm", train={"epochs": epochs},
-                      experiments=[{"name": "a", "conv_filters": [4], "fc_layers": [8]}])
+                      experiments=[{"name": "a", "conv_filters": [4], "fc_layers": [8]}], **sections)
     return write_config(tmp_path / "tiny.yaml", cfg)
 
 
@@ -113,3 +116,123 @@ def _neighbour(temp: Path) -> subprocess.Popen:
 def _in_queue(job: str) -> bool:
     r = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True)
     return bool(r.stdout.strip())
+
+
+# ----------------------------------------------------------------------------- requeue
+
+
+def _submit(tmp_path: Path, *args: str, opts: tuple[str, ...] = (), env: dict | None = None) -> str:
+    r = subprocess.run(["sbatch", "--parsable", f"--chdir={tmp_path}", *opts, str(SCRIPT), *args],
+                       capture_output=True, text=True, env={**_env(), **(env or {})}, check=True)
+    return r.stdout.strip().split(";")[0]
+
+
+def _job(job: str) -> dict:
+    """``scontrol show job``'s fields: JobState, Restarts, Reason, ExitCode, ..."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+def _until(what, timeout: float, job: str, log: Path) -> None:
+    """Wait for ``what()``. SLURM holds a requeued job about 2 minutes before it may start again
+    (BeginTime): the wait lifts that hold, so the test need not sit through it; the requeue itself
+    stays the job's or SLURM's own."""
+    end, pending_since = time.time() + timeout, {}
+    while time.time() < end:
+        if what():
+            return
+        info = _job(job)
+        if info.get("JobState") == "PENDING":
+            since = pending_since.setdefault(info.get("Restarts"), time.time())
+            if time.time() - since > 5:  # sooner, slurmd may still refuse the start (credential revoked)
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+        time.sleep(1)
+    raise AssertionError(f"timed out; job {_job(job)}\n{log.read_text() if log.exists() else ''}")
+
+
+def _start_log(log: Path, start: int) -> str:
+    """The job log from the start-th start on (every start appends to the one log)."""
+    text = log.read_text() if log.exists() else ""
+    marker = f", start {start} on "
+    return text[text.index(marker):] if marker in text else ""
+
+
+def _done(job: str) -> bool:
+    return _job(job).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+
+
+def test_requeue_preemption_and_time_limits_resume_one_run(slurm, tmp_path):
+    """One sweep, one job with a 2-minute limit: requeued by scontrol mid-trial, then preempted by a
+    job of a higher partition, then requeued by itself before its time limit, until it finishes. One
+    run folder, every epoch once, and the test accuracy of the same sweep run without a break."""
+    epochs = 150  # ~75 s of training: more than one start gets before its limit
+    cfg = _config(tmp_path, epochs=epochs)
+    plain = tmp_path / "plain"  # the same sweep uninterrupted, beside the job (it waits on SLURM mostly)
+    plain.mkdir()
+    ref = subprocess.Popen([str(Path(sys.executable).with_name("cnnc")), "submit", str(cfg), "--no-report",
+                            "--num-cpus", "1", "--set", f"output.root={plain}"], cwd=plain, env=_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job = _submit(tmp_path, str(cfg), opts=("--time=2", "--signal=B:USR1@30"), env={"CNNC_MAX_RESTARTS": "10"})
+        log = tmp_path / f"cnnc-{job}.out"
+        _until(lambda: "a: epoch 2/" in _start_log(log, 1), 240, job, log)
+        subprocess.run(["scontrol", "requeue", job], check=True)  # an admin's requeue, mid-trial
+        _until(lambda: "a: epoch" in _start_log(log, 2), 240, job, log)
+        urgent = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--exclusive", f"--chdir={tmp_path}",
+                                 "--output=urgent.out", "--wrap", "sleep 5"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        _until(lambda: _job(urgent).get("JobState") == "COMPLETED", 180, job, log)
+        _until(lambda: _done(job), 600, job, log)
+        out, _ = ref.communicate(timeout=300)
+    finally:
+        ref.kill()
+    text = log.read_text()
+    assert _job(job)["JobState"] == "COMPLETED", text
+    assert "time limit near: requeueing job" in text  # the script requeued itself at least once
+    restarts = int(_job(job)["Restarts"])
+    assert restarts >= 3, text  # the requeue, the preemption, at least one time limit
+    assert f"start {restarts + 1} on" in text and "resuming run" in text
+    runs = list((tmp_path / "runs").glob("slurm-*"))
+    assert len(runs) == 1, runs  # a requeued job never starts a second run folder
+    run = RunDir(runs[0])
+    state = get_state(run)
+    assert state["state"] == "finished"
+    assert [s["start"] for s in state["slurm_starts"]] == list(range(1, restarts + 2))
+    assert {s["job"] for s in state["slurm_starts"]} == {job}
+    epochs_seen = [(e["trial"], e["epoch"]) for e in read_table(run.epochs)]
+    assert epochs_seen == [("a", e) for e in range(1, epochs + 1)]  # none lost, none trained twice
+    plain_run = next(plain.glob("slurm-*"))
+    assert ref.returncode == 0, out
+    assert read_table(run.trials)[0]["test_acc"] == read_table(plain_run / "trials.parquet")[0]["test_acc"]
+    assert f"job {job}: {restarts + 1} start(s) ({restarts} requeued" in (run.root / "report" / "index.html").read_text()
+    assert not _job_processes(job)
+
+
+def test_a_failed_run_is_not_resumed_and_the_cap_ends_a_job(slurm, tmp_path):
+    """A trial that fails more often than max_failures fails the run: the job ends and is not
+    requeued. Requeued by hand, its next start ends at once (nothing to resume); the start after the
+    cap (CNNC_MAX_RESTARTS) ends before anything starts, and says how to resume by hand."""
+    cfg = _config(tmp_path, epochs=200, resources={"max_failures": 0})
+    job = _submit(tmp_path, str(cfg), env={"CNNC_MAX_RESTARTS": "1"})
+    log = tmp_path / f"cnnc-{job}.out"
+    _until(lambda: "a: epoch 1/" in _start_log(log, 1), 240, job, log)
+    worker = next(p for p in _job_processes(job) if "RayTrainWorker" in " ".join(psutil.Process(p).cmdline()))
+    os.kill(worker, signal.SIGKILL)  # the trial fails; max_failures 0 lets Ray Train try no more
+    _until(lambda: _done(job), 180, job, log)
+    assert _job(job)["JobState"] == "FAILED" and _job(job)["Restarts"] == "0", log.read_text()
+    run = RunDir(next((tmp_path / "runs").glob("slurm-*")))
+    assert get_state(run)["state"] == "failed"
+
+    subprocess.run(["scontrol", "requeue", job], check=True)  # start 2: the run failed, nothing to do
+    _until(lambda: _done(job) and _job(job)["Restarts"] == "1", 240, job, log)
+    second = _start_log(log, 2)
+    assert "failed for its own reasons" in second and "joined" not in second, second  # no Ray started
+    assert _job(job)["ExitCode"].startswith("1:")
+
+    subprocess.run(["scontrol", "requeue", job], check=True)  # start 3: over the cap
+    _until(lambda: _done(job) and _job(job)["Restarts"] == "2", 240, job, log)
+    third = _start_log(log, 3)
+    assert "over CNNC_MAX_RESTARTS=1" in third and f"--resume {run.root.resolve()}" in third, third
+    assert _job(job)["ExitCode"].startswith("3:")
+    assert get_state(run)["state"] == "failed" and len(get_state(run)["slurm_starts"]) == 1
+    assert not _job_processes(job)

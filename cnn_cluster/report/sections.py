@@ -110,6 +110,7 @@ def _what_was_run(rd: RunData) -> Section:
         ["Split rule", str(ds.get("split_rule"))],
         ["Hardware", f"{hw.get('nodes', '?')} node(s), {hw.get('cpus', '?')} CPUs, {hw.get('gpus', '?')} GPUs "
                      f"({hw.get('host', '?')}, {hw.get('machine', '?')})"],
+        *([["SLURM", _slurm_starts(state["slurm_starts"])]] if state.get("slurm_starts") else []),
         ["Versions", ", ".join(f"{k} {val}" for k, val in v.items())],
         ["Precision", ", ".join(f"{k} {val}" for k, val in (state.get("precision") or {}).items()) or "?"],
         ["Wall time", f"sweep {state.get('sweep_seconds', 0):.0f} s"
@@ -117,6 +118,15 @@ def _what_was_run(rd: RunData) -> Section:
         ["Config", _config_summary(rd.config)],
     ]
     return Section("What was run", [Table(["", ""], rows)])
+
+
+def _slurm_starts(starts: list[dict]) -> str:
+    """``job 4711: 3 starts (2 requeued, each resuming the run)``, per job that drove the run."""
+    jobs: dict[str, int] = {}
+    for start in starts:
+        jobs[start["job"]] = jobs.get(start["job"], 0) + 1
+    return "; ".join(f"job {job}: {n} start(s)" + (f" ({n - 1} requeued, each resuming the run)" if n > 1 else "")
+                     for job, n in jobs.items())
 
 
 def _config_summary(cfg: Optional[SweepConfig]) -> str:

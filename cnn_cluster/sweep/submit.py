@@ -22,6 +22,7 @@ from ..run.folder import ensure_not_a_run, link_latest, new_run_dir
 from ..run.io import drop_weights, trial_predictions, write_table, write_text
 from ..run.paths import RunDir
 from ..run.schemas import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
+from ..run.slurm_job import record_run, this_start
 from ..run.state import get_state, set_state
 from ..run.trials import count_statuses, counts_text
 from ..tracking.check import check_tracking
@@ -54,6 +55,17 @@ class Outcome:
         return counts_text(count_statuses(self.statuses))
 
 
+def _slurm_starts(before: dict) -> dict:
+    """run.json's ``slurm_starts`` with this start added: which start of which job drove the run."""
+    start = this_start()
+    if start is None:
+        return {}
+    starts = before.get("slurm_starts", [])
+    log.info(f"SLURM job {start['job']}, start {start['start']}" + (f": resuming after {len(starts)} earlier "
+             "start(s)" if starts else ""))
+    return {"slurm_starts": [*starts, start]}
+
+
 def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False, num_cpus: Optional[int] = None,
            dashboard: bool = False, address: Optional[str] = None,
            dashboard_host: str = "127.0.0.1") -> Outcome:
@@ -83,11 +95,13 @@ def submit(cfg: SweepConfig, run: Optional[RunDir] = None, resume: bool = False,
         run = new_run_dir(cfg)
     if not resume:
         ensure_not_a_run(run.root)
+    record_run(run)  # a SLURM job's later starts resume this folder
     run.root.mkdir(parents=True, exist_ok=True)
     link_latest(run)
     write_text(run.config, dump_config(cfg))
-    set_state(run, "running", started=get_state(run).get("started", time.time()), versions=provenance.versions(),
-              hardware=provenance.hardware(cluster), dataset=provenance.dataset(data))
+    before = get_state(run)
+    set_state(run, "running", started=before.get("started", time.time()), versions=provenance.versions(),
+              hardware=provenance.hardware(cluster), dataset=provenance.dataset(data), **_slurm_starts(before))
     log.info(f"run folder: {run.root}")
     if cfg.search:
         log.info(f"recipe search: {cfg.search.num_samples} {cfg.search.algorithm} recipes per experiment, scheduler "
