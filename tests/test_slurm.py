@@ -52,24 +52,6 @@ def _job_processes(job: str) -> list[int]:
     return processes_using(Path(f"/tmp/cnnc-ray-{job}"))
 
 
-def test_sbatch_runs_a_sweep(slurm, tmp_path):
-    cfg = _config(tmp_path, epochs=1)
-    r = subprocess.run(["sbatch", "--wait", "--parsable", f"--chdir={tmp_path}", str(SCRIPT), str(cfg),
-                        "--set", "train.lr=0.002"],
-                       capture_output=True, text=True, env=_env(), timeout=400)
-    job = r.stdout.strip().split(";")[0]
-    log = (tmp_path / f"cnnc-{job}.out").read_text() if job else ""
-    assert r.returncode == 0, f"{r.stderr}\n{log}"
-    assert "1 node(s) joined" in log and "ssh -N -L 8265:127.0.0.1:" in log
-    run = next((tmp_path / "runs").glob("slurm-*"))
-    assert get_state(RunDir(run))["state"] == "finished"
-    trials = read_table(run / "trials.parquet")
-    assert [t["status"] for t in trials] == ["finished"] and trials[0]["lr"] == pytest.approx(0.002)
-    assert (tmp_path / ".cnnc-jobs" / job / "ray-head.log").is_file()
-    assert not (tmp_path / ".cnnc-jobs" / job / "auth_token").exists()  # removed with the cluster
-    assert not _job_processes(job)  # the job stopped its Ray cluster
-
-
 def test_scancel_leaves_no_ray_process(slurm, tmp_path):
     cfg = _config(tmp_path, epochs=200)
     r = subprocess.run(["sbatch", "--parsable", f"--chdir={tmp_path}", str(SCRIPT), str(cfg)],
@@ -170,10 +152,11 @@ def test_requeue_preemption_and_time_limits_resume_one_run(slurm, tmp_path):
     plain = tmp_path / "plain"  # the same sweep uninterrupted, beside the job (it waits on SLURM mostly)
     plain.mkdir()
     ref = subprocess.Popen([str(Path(sys.executable).with_name("cnnc")), "submit", str(cfg), "--no-report",
-                            "--num-cpus", "1", "--set", f"output.root={plain}"], cwd=plain, env=_env(),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            "--num-cpus", "1", "--set", "train.lr=0.002", "--set", f"output.root={plain}"],
+                           cwd=plain, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        job = _submit(tmp_path, str(cfg), opts=("--time=2", "--signal=B:USR1@30"), env={"CNNC_MAX_RESTARTS": "10"})
+        job = _submit(tmp_path, str(cfg), "--set", "train.lr=0.002", opts=("--time=2", "--signal=B:USR1@30"),
+                      env={"CNNC_MAX_RESTARTS": "10"})
         log = tmp_path / f"cnnc-{job}.out"
         _until(lambda: "a: epoch 2/" in _start_log(log, 1), 240, job, log)
         subprocess.run(["scontrol", "requeue", job], check=True)  # an admin's requeue, mid-trial
@@ -188,6 +171,7 @@ def test_requeue_preemption_and_time_limits_resume_one_run(slurm, tmp_path):
         ref.kill()
     text = log.read_text()
     assert _job(job)["JobState"] == "COMPLETED", text
+    assert "1 node(s) joined" in text and "ssh -N -L 8265:127.0.0.1:" in text
     assert "time limit near: requeueing job" in text  # the script requeued itself at least once
     restarts = int(_job(job)["Restarts"])
     assert restarts >= 3, text  # the requeue, the preemption, at least one time limit
@@ -203,7 +187,11 @@ def test_requeue_preemption_and_time_limits_resume_one_run(slurm, tmp_path):
     assert epochs_seen == [("a", e) for e in range(1, epochs + 1)]  # none lost, none trained twice
     plain_run = next(plain.glob("slurm-*"))
     assert ref.returncode == 0, out
-    assert read_table(run.trials)[0]["test_acc"] == read_table(plain_run / "trials.parquet")[0]["test_acc"]
+    trial = read_table(run.trials)[0]
+    assert trial["status"] == "finished" and trial["lr"] == pytest.approx(0.002)  # the script's --set reached it
+    assert trial["test_acc"] == read_table(plain_run / "trials.parquet")[0]["test_acc"]
+    assert (tmp_path / ".cnnc-jobs" / job / "ray-head.log").is_file()
+    assert not (tmp_path / ".cnnc-jobs" / job / "auth_token").exists()  # removed with the cluster
     assert f"job {job}: {restarts + 1} start(s) ({restarts} requeued" in (run.root / "report" / "index.html").read_text()
     assert not _job_processes(job)
 
