@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import apt_install as apt
 
@@ -146,3 +146,28 @@ class LocalSlurm:
                     p.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+def job_fields(job: str, env: Optional[dict] = None) -> dict:
+    """``scontrol show job``'s fields (JobState, Restarts, Reason, ExitCode, ...); ``env`` picks the
+    cluster (SLURM_CONF), as for every client command."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, env=env).stdout
+    return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+def until(what: Callable[[], bool], job: str, log: Path, timeout: float, env: Optional[dict] = None,
+          nudge: bool = True) -> None:
+    """Wait for ``what()``. SLURM holds a requeued job about 2 minutes before it may start again
+    (BeginTime): with ``nudge`` the wait lifts that hold, so a test need not sit through it; the
+    requeue itself stays the job's or SLURM's own."""
+    end, pending_since = time.time() + timeout, {}
+    while time.time() < end:
+        if what():
+            return
+        info = job_fields(job, env)
+        if nudge and info.get("JobState") == "PENDING":
+            since = pending_since.setdefault(info.get("Restarts"), time.time())
+            if time.time() - since > 5:  # sooner, slurmd may still refuse the start (credential revoked)
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, env=env)
+        time.sleep(1)
+    raise AssertionError(f"timed out; job {job_fields(job, env)}\n{log.read_text() if log.exists() else ''}")

@@ -20,6 +20,7 @@ from cnn_cluster.run.paths import RunDir
 from cnn_cluster.run.state import get_state
 from cnn_cluster.run.io import read_table
 
+from slurm_local import job_fields, until
 from slurm_netns import PRIVATE_TMP, NetnsSlurm, unavailable
 from tiny import tiny_config, write_config
 
@@ -114,26 +115,6 @@ def _gone(cluster: NetnsSlurm, job: str, timeout: float = 180) -> None:
     assert not cluster.run(["squeue", "-h", "-j", job]).stdout.strip(), f"job {job} still queued"
 
 
-def _job(cluster: NetnsSlurm, job: str) -> dict:
-    out = cluster.run(["scontrol", "show", "job", "-o", job]).stdout
-    return dict(f.split("=", 1) for f in out.split() if "=" in f)
-
-
-def _until(what, cluster: NetnsSlurm, job: str, log: Path, timeout: float = 300, nudge: bool = True) -> None:
-    """Wait for ``what()``; lift the ~2-minute hold SLURM puts on a requeued job (its BeginTime)."""
-    end, pending_since = time.time() + timeout, {}
-    while time.time() < end:
-        if what():
-            return
-        info = _job(cluster, job)
-        if nudge and info.get("JobState") == "PENDING":
-            since = pending_since.setdefault(info.get("Restarts"), time.time())
-            if time.time() - since > 5:  # sooner, slurmd may still refuse the start (credential revoked)
-                cluster.run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
-        time.sleep(1)
-    raise AssertionError(f"timed out; job {_job(cluster, job)}\n{log.read_text() if log.exists() else ''}")
-
-
 def test_two_nodes_scancel_a_lost_node_and_resume(cluster, shared):
     """One sweep through two jobs: cancelled in its first epoch (a cancel is not requeued), resumed by
     hand; its second node lost mid-sweep, the job requeued by SLURM and resumed by itself to the end
@@ -156,13 +137,13 @@ def test_two_nodes_scancel_a_lost_node_and_resume(cluster, shared):
     _wait_log(log, "b: epoch 1/3")
     cluster.kill_node("cnnc-n2")  # its slurmd, raylet and training worker, at once
     # SLURM ends the job on the node left and requeues it (--requeue); it waits for its two nodes.
-    _until(lambda: _job(cluster, job).get("JobState") == "PENDING" and _job(cluster, job).get("Restarts") == "1",
-           cluster, job, log, nudge=False)
+    until(lambda: job_fields(job, cluster.env).get("JobState") == "PENDING"
+          and job_fields(job, cluster.env).get("Restarts") == "1", job, log, 300, cluster.env, nudge=False)
     assert get_state(run)["state"] == "interrupted", log.read_text()
     _nothing_left(cluster, ["cnnc-n1"])
     cluster.restart_node("cnnc-n2")
     # Its second start resumes the run by itself, to the end.
-    _until(lambda: _job(cluster, job).get("JobState") == "COMPLETED", cluster, job, log)
+    until(lambda: job_fields(job, cluster.env).get("JobState") == "COMPLETED", job, log, 300, cluster.env)
     text = log.read_text()
     assert get_state(run)["state"] == "finished", text
     assert f"job {job}, start 2 on cnnc-n1" in text and f"resuming run {run.root}" in text

@@ -19,7 +19,7 @@ from cnn_cluster.run.state import get_state
 from cnn_cluster.run.io import read_table
 
 from raycluster import processes_using
-from slurm_local import LocalSlurm, unavailable
+from slurm_local import LocalSlurm, job_fields as _job, unavailable, until
 from tiny import tiny_config, write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,29 +109,6 @@ def _submit(tmp_path: Path, *args: str, opts: tuple[str, ...] = (), env: dict | 
     return r.stdout.strip().split(";")[0]
 
 
-def _job(job: str) -> dict:
-    """``scontrol show job``'s fields: JobState, Restarts, Reason, ExitCode, ..."""
-    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
-    return dict(f.split("=", 1) for f in out.split() if "=" in f)
-
-
-def _until(what, timeout: float, job: str, log: Path) -> None:
-    """Wait for ``what()``. SLURM holds a requeued job about 2 minutes before it may start again
-    (BeginTime): the wait lifts that hold, so the test need not sit through it; the requeue itself
-    stays the job's or SLURM's own."""
-    end, pending_since = time.time() + timeout, {}
-    while time.time() < end:
-        if what():
-            return
-        info = _job(job)
-        if info.get("JobState") == "PENDING":
-            since = pending_since.setdefault(info.get("Restarts"), time.time())
-            if time.time() - since > 5:  # sooner, slurmd may still refuse the start (credential revoked)
-                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
-        time.sleep(1)
-    raise AssertionError(f"timed out; job {_job(job)}\n{log.read_text() if log.exists() else ''}")
-
-
 def _start_log(log: Path, start: int) -> str:
     """The job log from the start-th start on (every start appends to the one log)."""
     text = log.read_text() if log.exists() else ""
@@ -158,14 +135,14 @@ def test_requeue_preemption_and_time_limits_resume_one_run(slurm, tmp_path):
         job = _submit(tmp_path, str(cfg), "--set", "train.lr=0.002", opts=("--time=2", "--signal=B:USR1@30"),
                       env={"CNNC_MAX_RESTARTS": "10"})
         log = tmp_path / f"cnnc-{job}.out"
-        _until(lambda: "a: epoch 2/" in _start_log(log, 1), 240, job, log)
+        until(lambda: "a: epoch 2/" in _start_log(log, 1), job, log, 240)
         subprocess.run(["scontrol", "requeue", job], check=True)  # an admin's requeue, mid-trial
-        _until(lambda: "a: epoch" in _start_log(log, 2), 240, job, log)
+        until(lambda: "a: epoch" in _start_log(log, 2), job, log, 240)
         urgent = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--exclusive", f"--chdir={tmp_path}",
                                  "--output=urgent.out", "--wrap", "sleep 5"],
                                 capture_output=True, text=True, check=True).stdout.strip()
-        _until(lambda: _job(urgent).get("JobState") == "COMPLETED", 180, job, log)
-        _until(lambda: _done(job), 600, job, log)
+        until(lambda: _job(urgent).get("JobState") == "COMPLETED", job, log, 180)
+        until(lambda: _done(job), job, log, 600)
         out, _ = ref.communicate(timeout=300)
     finally:
         ref.kill()
@@ -203,22 +180,22 @@ def test_a_failed_run_is_not_resumed_and_the_cap_ends_a_job(slurm, tmp_path):
     cfg = _config(tmp_path, epochs=200, resources={"max_failures": 0})
     job = _submit(tmp_path, str(cfg), env={"CNNC_MAX_RESTARTS": "1"})
     log = tmp_path / f"cnnc-{job}.out"
-    _until(lambda: "a: epoch 1/" in _start_log(log, 1), 240, job, log)
+    until(lambda: "a: epoch 1/" in _start_log(log, 1), job, log, 240)
     worker = next(p for p in _job_processes(job) if "RayTrainWorker" in " ".join(psutil.Process(p).cmdline()))
     os.kill(worker, signal.SIGKILL)  # the trial fails; max_failures 0 lets Ray Train try no more
-    _until(lambda: _done(job), 180, job, log)
+    until(lambda: _done(job), job, log, 180)
     assert _job(job)["JobState"] == "FAILED" and _job(job)["Restarts"] == "0", log.read_text()
     run = RunDir(next((tmp_path / "runs").glob("slurm-*")))
     assert get_state(run)["state"] == "failed"
 
     subprocess.run(["scontrol", "requeue", job], check=True)  # start 2: the run failed, nothing to do
-    _until(lambda: _done(job) and _job(job)["Restarts"] == "1", 240, job, log)
+    until(lambda: _done(job) and _job(job)["Restarts"] == "1", job, log, 240)
     second = _start_log(log, 2)
     assert "failed for its own reasons" in second and "joined" not in second, second  # no Ray started
     assert _job(job)["ExitCode"].startswith("1:")
 
     subprocess.run(["scontrol", "requeue", job], check=True)  # start 3: over the cap
-    _until(lambda: _done(job) and _job(job)["Restarts"] == "2", 240, job, log)
+    until(lambda: _done(job) and _job(job)["Restarts"] == "2", job, log, 240)
     third = _start_log(log, 3)
     assert "over CNNC_MAX_RESTARTS=1" in third and f"--resume {run.root.resolve()}" in third, third
     assert _job(job)["ExitCode"].startswith("3:")
